@@ -1,0 +1,48 @@
+package v1alpha1
+
+// Label keys a Cell carries to describe where it runs and who owns it. Placements select on them.
+const (
+	LabelRegion    = "cellsync.io/region"
+	LabelZone      = "cellsync.io/zone"
+	LabelEnv       = "cellsync.io/env"
+	LabelTenant    = "cellsync.io/tenant"
+	LabelWorkspace = "cellsync.io/workspace"
+)
+
+// Annotations the hub reads on its objects.
+const (
+	// SourceCommitAnnotation records the main-branch commit an object was synced from.
+	SourceCommitAnnotation = "cellsync.io/source-commit"
+)
+
+// Finalizer keeps a ServerlessApp until its files are gone from every cell branch.
+const Finalizer = "hub.cellsync.io/finalizer"
+
+// Condition types beyond Flux's Ready, Reconciling and Stalled.
+const (
+	// StaleCondition is True when a cell's agent has not reported within the threshold.
+	StaleCondition = "Stale"
+)
+
+// Reasons for conditions and events. Event reasons equal condition reasons.
+const (
+	ReasonRendered          = "Rendered"
+	ReasonResolved          = "Resolved"
+	ReasonAccepted          = "Accepted"
+	ReasonProgressing       = "Progressing"
+	ReasonInvalidSpec       = "InvalidSpec"
+	ReasonInvalidImage      = "InvalidImage"
+	ReasonPlacementNotFound = "PlacementNotFound"
+	ReasonPlacementFailed   = "PlacementFailed"
+	ReasonTenantViolation   = "TenantViolation"
+	ReasonNoCells           = "NoCellsResolved"
+	ReasonOverrideFailed    = "OverrideFailed"
+	ReasonRenderFailed      = "RenderFailed"
+	ReasonGitAuthFailed     = "GitAuthenticationFailed"
+	ReasonGitUnavailable    = "GitUnavailable"
+	ReasonGitPushFailed     = "GitPushFailed"
+	ReasonSigningFailed     = "SigningFailed"
+	ReasonConflict          = "Conflict"
+	ReasonSuspended         = "Suspended"
+	ReasonDeleting          = "Deleting"
+)

@@ -1,0 +1,113 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/fluxcd/pkg/runtime/patch"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/client-go/tools/record"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
+	"github.com/cellsync/cellsync/hub/placement"
+)
+
+// CellPlacementReconciler resolves a placement and shows the result in its status.
+type CellPlacementReconciler struct {
+	client.Client
+	Recorder record.EventRecorder
+	Resync   time.Duration
+}
+
+// +kubebuilder:rbac:groups=hub.cellsync.io,resources=cellplacements,verbs=get;list;watch
+// +kubebuilder:rbac:groups=hub.cellsync.io,resources=cellplacements/status,verbs=get;update;patch
+
+// Reconcile resolves one placement.
+func (r *CellPlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	pl := &hubv1alpha1.CellPlacement{}
+	if err := r.Get(ctx, req.NamespacedName, pl); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	patcher := patch.NewSerialPatcher(pl, r.Client)
+	var out outcome
+	defer func() {
+		setConditions(pl, out)
+		if out.kind == stalled {
+			r.Recorder.Event(pl, corev1.EventTypeWarning, out.reason, out.message)
+		}
+		opts := []patch.Option{patch.WithOwnedConditions{Conditions: ownedConditions}, patch.WithFieldOwner(FieldManager)}
+		if out.kind != retrying {
+			opts = append(opts, patch.WithStatusObservedGeneration{})
+		}
+		if err := patcher.Patch(ctx, pl, opts...); err != nil && !apierrors.IsNotFound(err) {
+			retErr = kerrors.NewAggregate([]error{retErr, err})
+		}
+	}()
+	if !pl.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	_, res, err := resolvePlacement(ctx, r.Client, pl)
+	if err != nil {
+		out = outcomeOf(err)
+		if out.kind == stalled {
+			pl.Status.ResolvedCells, pl.Status.CellCount = nil, 0
+			return ctrl.Result{}, reconcile.TerminalError(err)
+		}
+		return ctrl.Result{}, err
+	}
+	out = placementOutcome(pl, res)
+	return ctrl.Result{RequeueAfter: jitter(r.Resync)}, nil
+}
+
+// placementOutcome writes the resolved cells into the status and says whether that is complete.
+func placementOutcome(pl *hubv1alpha1.CellPlacement, res *placement.Result) outcome {
+	pl.Status.CellCount = len(res.Cells)
+	pl.Status.ResolvedCells = boundedNames(res.Names())
+	for _, c := range res.Cells {
+		if _, err := placement.OverridesFor(pl, c); err != nil {
+			return outcomeOf(err)
+		}
+	}
+	if len(res.Missing) > 0 {
+		return outcome{kind: waiting, reason: hubv1alpha1.ReasonNoCells,
+			message: fmt.Sprintf("Resolved %d cells; named cells not found: %s", len(res.Cells), strings.Join(res.Missing, ", "))}
+	}
+	msg := fmt.Sprintf("Resolved %d cells", len(res.Cells))
+	if len(res.Cells) > hubv1alpha1.MaxStatusCells {
+		msg += fmt.Sprintf(" (status lists the first %d)", hubv1alpha1.MaxStatusCells)
+	}
+	return outcome{kind: succeeded, reason: hubv1alpha1.ReasonResolved, message: msg}
+}
+
+// SetupWithManager registers the reconciler; any cell change re-resolves every placement.
+func (r *CellPlacementReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&hubv1alpha1.CellPlacement{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&hubv1alpha1.Cell{}, handler.EnqueueRequestsFromMapFunc(r.allPlacements),
+			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
+		Named("cellplacement").
+		Complete(r)
+}
+
+func (r *CellPlacementReconciler) allPlacements(ctx context.Context, _ client.Object) []reconcile.Request {
+	list := &hubv1alpha1.CellPlacementList{}
+	if err := r.List(ctx, list); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Failed to list placements")
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(list.Items))
+	for i := range list.Items {
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	}
+	return out
+}

@@ -1,0 +1,269 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/fluxcd/pkg/runtime/patch"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
+	"github.com/cellsync/cellsync/hub/cellbranch"
+	"github.com/cellsync/cellsync/hub/gitstore"
+	"github.com/cellsync/cellsync/hub/placement"
+	"github.com/cellsync/cellsync/hub/render"
+)
+
+// placementRefIndex indexes ServerlessApps by the CellPlacement they reference.
+const placementRefIndex = ".spec.placementRef.name"
+
+// ServerlessAppReconciler renders an app into the branch of every cell it is placed on.
+type ServerlessAppReconciler struct {
+	client.Client
+	Store    *gitstore.Store
+	Recorder record.EventRecorder
+	// Resync re-renders every app this often (jittered), repairing branches changed by hand.
+	Resync time.Duration
+}
+
+// +kubebuilder:rbac:groups=hub.cellsync.io,resources=serverlessapps,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=hub.cellsync.io,resources=serverlessapps/status;serverlessapps/finalizers,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile renders one app.
+func (r *ServerlessAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	app := &hubv1alpha1.ServerlessApp{}
+	if err := r.Get(ctx, req.NamespacedName, app); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	patcher := patch.NewSerialPatcher(app, r.Client)
+	var out outcome
+	defer func() {
+		setConditions(app, out)
+		r.event(app, out)
+		opts := []patch.Option{patch.WithOwnedConditions{Conditions: ownedConditions}, patch.WithFieldOwner(FieldManager)}
+		if out.kind == succeeded || out.kind == stalled {
+			opts = append(opts, patch.WithStatusObservedGeneration{})
+		}
+		if err := patcher.Patch(ctx, app, opts...); err != nil && !apierrors.IsNotFound(err) {
+			retErr = kerrors.NewAggregate([]error{retErr, err})
+		}
+	}()
+
+	if !app.DeletionTimestamp.IsZero() {
+		out, result, retErr = r.finalize(ctx, app)
+		return result, retErr
+	}
+	controllerutil.AddFinalizer(app, hubv1alpha1.Finalizer)
+	if app.Spec.Suspend {
+		out = outcome{kind: succeeded, reason: hubv1alpha1.ReasonSuspended, message: "Rendering is suspended; cell branches keep what they have"}
+		return ctrl.Result{}, nil
+	}
+	out, result, retErr = r.reconcile(ctx, app)
+	return result, retErr
+}
+
+func (r *ServerlessAppReconciler) reconcile(ctx context.Context, app *hubv1alpha1.ServerlessApp) (outcome, ctrl.Result, error) {
+	if err := render.ValidateApp(app); err != nil {
+		return r.fail(err)
+	}
+	pl := &hubv1alpha1.CellPlacement{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: app.Spec.PlacementRef.Name}, pl); err != nil {
+		if apierrors.IsNotFound(err) {
+			return outcome{kind: waiting, reason: hubv1alpha1.ReasonPlacementNotFound,
+				message: fmt.Sprintf("CellPlacement %q not found in namespace %q", app.Spec.PlacementRef.Name, app.Namespace)}, ctrl.Result{}, nil
+		}
+		return outcome{kind: retrying, reason: hubv1alpha1.ReasonPlacementFailed, message: err.Error()}, ctrl.Result{}, err
+	}
+	cells, res, err := resolvePlacement(ctx, r.Client, pl)
+	if err != nil {
+		return r.fail(err)
+	}
+	rendered, err := renderCells(app, pl, res)
+	if err != nil {
+		return r.fail(err)
+	}
+	key := cellbranch.AppKey{Namespace: app.Namespace, Name: app.Name}
+	source := app.Annotations[hubv1alpha1.SourceCommitAnnotation]
+	result, err := r.Store.Apply(ctx, gitstore.Update{
+		Message:  fmt.Sprintf("Render %s revision %s to %d cells", key, render.AppRevision(app), len(rendered)),
+		Branches: allBranches(cells),
+		Prefixes: []string{hubv1alpha1.CellBranchPrefix},
+		Edit: func(branch string, files *gitstore.Tree) error {
+			if c, ok := rendered[branch]; ok {
+				return cellbranch.PutApp(files, c.meta, key, c.app, source, app.Generation)
+			}
+			return cellbranch.RemoveApp(files, cellMetaOf(branch, cells), key)
+		},
+	})
+	if err != nil {
+		return r.fail(err)
+	}
+	app.Status.Revision = render.AppRevision(app)
+	app.Status.CellCount = len(res.Cells)
+	app.Status.Cells = boundedNames(res.Names())
+	app.Status.SourceCommit = source
+	msg := fmt.Sprintf("Revision %s rendered to %d cells", app.Status.Revision, len(res.Cells))
+	if len(result.Commits) > 0 {
+		msg += fmt.Sprintf(" (%d branches updated)", len(result.Commits))
+		r.Recorder.Eventf(app, corev1.EventTypeNormal, hubv1alpha1.ReasonRendered, "Committed revision %s to %d cell branches", app.Status.Revision, len(result.Commits))
+	}
+	if len(res.Missing) > 0 {
+		msg += fmt.Sprintf("; placement names missing cells: %s", strings.Join(res.Missing, ", "))
+	}
+	if len(res.Cells) == 0 {
+		return outcome{kind: waiting, reason: hubv1alpha1.ReasonNoCells, message: "The placement resolves no cells yet"}, ctrl.Result{RequeueAfter: jitter(r.Resync)}, nil
+	}
+	return outcome{kind: succeeded, reason: hubv1alpha1.ReasonRendered, message: msg}, ctrl.Result{RequeueAfter: jitter(r.Resync)}, nil
+}
+
+// fail turns an engine error into an outcome and the controller's result: stalled errors are
+// terminal (a spec change brings the app back), except refused credentials, which are checked
+// again at the resync interval because fixing a Secret does not touch the app.
+func (r *ServerlessAppReconciler) fail(err error) (outcome, ctrl.Result, error) {
+	o := outcomeOf(err)
+	switch {
+	case o.kind != stalled:
+		return o, ctrl.Result{}, err
+	case o.reason == hubv1alpha1.ReasonGitAuthFailed || o.reason == hubv1alpha1.ReasonGitPushFailed:
+		return o, ctrl.Result{RequeueAfter: jitter(r.Resync)}, nil
+	default:
+		return o, ctrl.Result{}, reconcile.TerminalError(err)
+	}
+}
+
+// finalize removes the app from every cell branch, then lets the object go.
+func (r *ServerlessAppReconciler) finalize(ctx context.Context, app *hubv1alpha1.ServerlessApp) (outcome, ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(app, hubv1alpha1.Finalizer) {
+		return outcome{kind: waiting, reason: hubv1alpha1.ReasonDeleting, message: "Deleting"}, ctrl.Result{}, nil
+	}
+	cells := &hubv1alpha1.CellList{}
+	if err := r.List(ctx, cells); err != nil {
+		return outcome{kind: retrying, reason: hubv1alpha1.ReasonDeleting, message: err.Error()}, ctrl.Result{}, err
+	}
+	key := cellbranch.AppKey{Namespace: app.Namespace, Name: app.Name}
+	_, err := r.Store.Apply(ctx, gitstore.Update{
+		Message:  fmt.Sprintf("Remove %s from every cell", key),
+		Branches: allBranches(cells.Items),
+		Prefixes: []string{hubv1alpha1.CellBranchPrefix},
+		Edit: func(branch string, files *gitstore.Tree) error {
+			return cellbranch.RemoveApp(files, cellMetaOf(branch, cells.Items), key)
+		},
+	})
+	if err != nil {
+		o := outcomeOf(err)
+		return o, ctrl.Result{RequeueAfter: jitter(r.Resync)}, nil
+	}
+	controllerutil.RemoveFinalizer(app, hubv1alpha1.Finalizer)
+	log := ctrl.LoggerFrom(ctx)
+	log.Info("Removed app from every cell branch", "app", klog.KObj(app))
+	return outcome{kind: waiting, reason: hubv1alpha1.ReasonDeleting, message: "Removed from every cell branch"}, ctrl.Result{}, nil
+}
+
+func (r *ServerlessAppReconciler) event(app *hubv1alpha1.ServerlessApp, o outcome) {
+	if o.kind == stalled || o.kind == retrying {
+		r.Recorder.Event(app, corev1.EventTypeWarning, o.reason, o.message)
+	}
+}
+
+// renderedCell is one cell's copy of the app, ready for its branch.
+type renderedCell struct {
+	app  *render.RenderedApp
+	meta cellbranch.CellMeta
+}
+
+// renderCells renders the app for every resolved cell, before anything is written: one cell
+// that fails fails them all, so no branch gets a partial change.
+func renderCells(app *hubv1alpha1.ServerlessApp, pl *hubv1alpha1.CellPlacement, res *placement.Result) (map[string]renderedCell, error) {
+	out := make(map[string]renderedCell, len(res.Cells))
+	for _, cell := range res.Cells {
+		overrides, err := placement.OverridesFor(pl, cell)
+		if err != nil {
+			return nil, err
+		}
+		ra, err := render.Render(render.Input{App: app, Cell: cell, Overrides: overrides})
+		if err != nil {
+			return nil, err
+		}
+		out[cell.BranchName()] = renderedCell{app: ra, meta: cellbranch.CellMeta{Cell: cell.Name, Cluster: cell.Spec.Cluster}}
+	}
+	return out, nil
+}
+
+func allBranches(cells []hubv1alpha1.Cell) []string {
+	out := make([]string, 0, len(cells))
+	for i := range cells {
+		out = append(out, cells[i].BranchName())
+	}
+	return out
+}
+
+// cellMetaOf describes the cell behind a branch; a branch whose Cell is gone keeps its name.
+func cellMetaOf(branch string, cells []hubv1alpha1.Cell) cellbranch.CellMeta {
+	for i := range cells {
+		if cells[i].BranchName() == branch {
+			return cellbranch.CellMeta{Cell: cells[i].Name, Cluster: cells[i].Spec.Cluster}
+		}
+	}
+	return cellbranch.CellMeta{Cell: strings.TrimPrefix(branch, hubv1alpha1.CellBranchPrefix)}
+}
+
+// SetupWithManager registers the reconciler: apps, and the placements and cells they depend on.
+func (r *ServerlessAppReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &hubv1alpha1.ServerlessApp{}, placementRefIndex,
+		func(o client.Object) []string { return []string{o.(*hubv1alpha1.ServerlessApp).Spec.PlacementRef.Name} }); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&hubv1alpha1.ServerlessApp{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		Watches(&hubv1alpha1.CellPlacement{}, handler.EnqueueRequestsFromMapFunc(r.appsOfPlacement),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&hubv1alpha1.Cell{}, handler.EnqueueRequestsFromMapFunc(r.allApps),
+			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
+		Named("serverlessapp").
+		Complete(r)
+}
+
+func (r *ServerlessAppReconciler) appsOfPlacement(ctx context.Context, o client.Object) []reconcile.Request {
+	apps := &hubv1alpha1.ServerlessAppList{}
+	if err := r.List(ctx, apps, client.InNamespace(o.GetNamespace()), client.MatchingFields{placementRefIndex: o.GetName()}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Failed to list apps of placement", "placement", klog.KObj(o))
+		return nil
+	}
+	return requestsOf(apps.Items)
+}
+
+func (r *ServerlessAppReconciler) allApps(ctx context.Context, _ client.Object) []reconcile.Request {
+	apps := &hubv1alpha1.ServerlessAppList{}
+	if err := r.List(ctx, apps); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Failed to list apps")
+		return nil
+	}
+	return requestsOf(apps.Items)
+}
+
+func requestsOf(apps []hubv1alpha1.ServerlessApp) []reconcile.Request {
+	out := make([]reconcile.Request, 0, len(apps))
+	for i := range apps {
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&apps[i])})
+	}
+	return out
+}

@@ -1,0 +1,208 @@
+package cellbranch
+
+import (
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/cellsync/cellsync/hub/render"
+)
+
+// Paths in every cell branch.
+const (
+	KustomizationFile = "kustomization.yaml"
+	MetaDir           = ".cellsync"
+	CellMetaFile      = MetaDir + "/cell.yaml"
+	appMetaDir        = MetaDir + "/apps"
+)
+
+// Files is a mutable view of a branch's tree.
+type Files interface {
+	// List returns every path in the tree, sorted.
+	List() []string
+	// Has reports whether a path exists.
+	Has(path string) bool
+	// Read returns a file's content.
+	Read(path string) ([]byte, error)
+	// Write sets a file's content.
+	Write(path string, content []byte)
+	// Delete removes a file; deleting a missing file is no error.
+	Delete(path string)
+}
+
+// AppKey names a hub app: its namespace and name on the hub.
+type AppKey struct {
+	Namespace string
+	Name      string
+}
+
+func (k AppKey) String() string { return k.Namespace + "/" + k.Name }
+
+// AppMeta is what a branch records about one app.
+type AppMeta struct {
+	App             string   `json:"app"`
+	Namespace       string   `json:"namespace"`
+	TargetNamespace string   `json:"targetNamespace"`
+	Revision        string   `json:"revision"`
+	SourceCommit    string   `json:"sourceCommit,omitempty"`
+	Generation      int64    `json:"generation"`
+	Files           []string `json:"files"`
+}
+
+// CellMeta is what a branch records about itself.
+type CellMeta struct {
+	Cell            string `json:"cell"`
+	Cluster         string `json:"cluster"`
+	RendererVersion string `json:"rendererVersion"`
+}
+
+// AppMetaPath is where the branch records an app.
+func AppMetaPath(k AppKey) string { return appMetaDir + "/" + k.Namespace + "." + k.Name + ".yaml" }
+
+// ConflictError says two hub apps want the same folder in a cell.
+type ConflictError struct{ Message string }
+
+func (e *ConflictError) Error() string { return e.Message }
+
+// ReadAppMeta returns the app's record in the branch, or nil when the app is not there.
+func ReadAppMeta(files Files, k AppKey) (*AppMeta, error) {
+	p := AppMetaPath(k)
+	if !files.Has(p) {
+		return nil, nil
+	}
+	b, err := files.Read(p)
+	if err != nil {
+		return nil, err
+	}
+	m := &AppMeta{}
+	if err := yaml.Unmarshal(b, m); err != nil {
+		return nil, fmt.Errorf("failed to read %s: %w", p, err)
+	}
+	return m, nil
+}
+
+// PutApp writes an app's rendered files into the branch, replacing whatever it had there.
+func PutApp(files Files, cell CellMeta, k AppKey, r *render.RenderedApp, sourceCommit string, generation int64) error {
+	if owner, err := folderOwner(files, r.Dir, k); err != nil {
+		return err
+	} else if owner != "" {
+		return &ConflictError{Message: fmt.Sprintf("cell %q already runs app %s in folder %s; app %s cannot use it too", cell.Cell, owner, r.Dir, k)}
+	}
+	if err := removeAppFiles(files, k); err != nil {
+		return err
+	}
+	for p, b := range r.Files {
+		files.Write(p, b)
+	}
+	meta := AppMeta{
+		App: k.Name, Namespace: k.Namespace, TargetNamespace: r.TargetNamespace,
+		Revision: r.Revision, SourceCommit: sourceCommit, Generation: generation, Files: r.Paths(),
+	}
+	b, err := yaml.Marshal(meta)
+	if err != nil {
+		return err
+	}
+	files.Write(AppMetaPath(k), b)
+	return reindex(files, cell)
+}
+
+// RemoveApp deletes an app's files from the branch; a branch without the app is left as it is.
+func RemoveApp(files Files, cell CellMeta, k AppKey) error {
+	if !files.Has(AppMetaPath(k)) {
+		return nil
+	}
+	if err := removeAppFiles(files, k); err != nil {
+		return err
+	}
+	return reindex(files, cell)
+}
+
+func removeAppFiles(files Files, k AppKey) error {
+	meta, err := ReadAppMeta(files, k)
+	if err != nil || meta == nil {
+		return err
+	}
+	for _, p := range meta.Files {
+		files.Delete(p)
+	}
+	files.Delete(AppMetaPath(k))
+	return nil
+}
+
+// folderOwner names another app that already renders into dir, if any.
+func folderOwner(files Files, dir string, self AppKey) (string, error) {
+	prefix := dir + "/"
+	taken := false
+	for _, p := range files.List() {
+		if strings.HasPrefix(p, prefix) {
+			taken = true
+			break
+		}
+	}
+	if !taken {
+		return "", nil
+	}
+	for _, p := range files.List() {
+		if !strings.HasPrefix(p, appMetaDir+"/") {
+			continue
+		}
+		b, err := files.Read(p)
+		if err != nil {
+			return "", err
+		}
+		m := &AppMeta{}
+		if err := yaml.Unmarshal(b, m); err != nil {
+			return "", fmt.Errorf("failed to read %s: %w", p, err)
+		}
+		other := AppKey{Namespace: m.Namespace, Name: m.App}
+		if other == self {
+			continue
+		}
+		for _, f := range m.Files {
+			if strings.HasPrefix(f, prefix) {
+				return other.String(), nil
+			}
+		}
+	}
+	return "", nil
+}
+
+// reindex rewrites the root kustomization.yaml to list every rendered file, and the cell record.
+func reindex(files Files, cell CellMeta) error {
+	var resources []string
+	for _, p := range files.List() {
+		if p == KustomizationFile || strings.HasPrefix(p, MetaDir+"/") || path.Ext(p) != ".yaml" {
+			continue
+		}
+		resources = append(resources, p)
+	}
+	sort.Strings(resources)
+	files.Write(KustomizationFile, Kustomization(resources))
+	cell.RendererVersion = render.Version
+	b, err := yaml.Marshal(cell)
+	if err != nil {
+		return err
+	}
+	files.Write(CellMetaFile, b)
+	return nil
+}
+
+// Kustomization is the root kustomization.yaml for the given resources.
+func Kustomization(resources []string) []byte {
+	var b strings.Builder
+	b.WriteString("# Rendered by the cellsync hub; do not edit. Build with: kustomize build .\n")
+	b.WriteString("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n")
+	if len(resources) == 0 {
+		b.WriteString("resources: []\n")
+		return []byte(b.String())
+	}
+	b.WriteString("resources:\n")
+	for _, r := range resources {
+		b.WriteString("- " + r + "\n")
+	}
+	return []byte(b.String())
+}
+

@@ -1,0 +1,338 @@
+package gitstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	git "github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/go-git/go-git/v5/storage/memory"
+)
+
+const (
+	remoteName = "origin"
+	// maxIndexedCommits bounds the flattened-tree cache; it is rebuilt from Git when dropped.
+	maxIndexedCommits = 16384
+)
+
+// Credentials supplies what the store needs for one operation. It is called for every
+// operation, so a fixed Secret takes effect without a restart.
+type Credentials func(ctx context.Context) (transport.AuthMethod, *openpgp.Entity, error)
+
+// Options configure a Store.
+type Options struct {
+	// URL of the GitOps repository.
+	URL string
+	// Credentials returns the auth method and the signing key (either may be nil).
+	Credentials Credentials
+	// AuthorName and AuthorEmail sign the commits' author and committer lines.
+	AuthorName  string
+	AuthorEmail string
+	// Now is the clock for commit times.
+	Now func() time.Time
+	// MaxAttempts bounds the pushes of one update (the first try and its retries).
+	MaxAttempts int
+	// RetryBase is the first backoff after a rejected push; it doubles, with jitter.
+	RetryBase time.Duration
+}
+
+// Store writes branches of one repository.
+type Store struct {
+	opts   Options
+	mu     sync.Mutex
+	repo   *git.Repository
+	remote *git.Remote
+	// index caches the flattened tree of commits seen recently.
+	index map[plumbing.Hash]flatTree
+}
+
+type flatTree struct {
+	entries map[string]plumbing.Hash
+	tree    plumbing.Hash
+}
+
+// New returns a store for the repository at opts.URL. Nothing is fetched until first use.
+func New(opts Options) (*Store, error) {
+	if opts.URL == "" {
+		return nil, &ConfigError{Err: errors.New("git URL is empty")}
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MaxAttempts <= 0 {
+		opts.MaxAttempts = 5
+	}
+	if opts.RetryBase <= 0 {
+		opts.RetryBase = 200 * time.Millisecond
+	}
+	if opts.AuthorName == "" {
+		opts.AuthorName = "cellsync hub"
+	}
+	if opts.AuthorEmail == "" {
+		opts.AuthorEmail = "hub@cellsync.io"
+	}
+	if opts.Credentials == nil {
+		opts.Credentials = func(context.Context) (transport.AuthMethod, *openpgp.Entity, error) { return nil, nil, nil }
+	}
+	repo, err := git.Init(memory.NewStorage(), nil)
+	if err != nil {
+		return nil, err
+	}
+	remote, err := repo.CreateRemote(&config.RemoteConfig{Name: remoteName, URLs: []string{opts.URL}})
+	if err != nil {
+		return nil, &ConfigError{Err: fmt.Errorf("invalid git URL %q: %w", RedactURL(opts.URL), err)}
+	}
+	return &Store{opts: opts, repo: repo, remote: remote, index: map[plumbing.Hash]flatTree{}}, nil
+}
+
+// EditFunc edits one branch's tree. It returns an error to abandon the whole update: nothing is
+// pushed then, for any branch.
+type EditFunc func(branch string, files *Tree) error
+
+// Update is one change to several branches.
+type Update struct {
+	// Message is the commit message.
+	Message string
+	// Branches are visited whether or not they exist yet.
+	Branches []string
+	// Prefixes visit every existing branch whose name starts with one of them.
+	Prefixes []string
+	// Edit changes a branch's tree.
+	Edit EditFunc
+}
+
+// Result says what an update did.
+type Result struct {
+	// Commits maps each branch that got a new commit to that commit.
+	Commits map[string]string
+	// Heads maps every visited branch to its head after the update ("" if it does not exist).
+	Heads map[string]string
+	// Attempts is how many pushes it took (0 when nothing changed).
+	Attempts int
+}
+
+// Apply runs an update: read the remote heads, edit every branch, commit the changed trees
+// and push them together. Edits run again on a fresh read when a push loses a race.
+func (s *Store) Apply(ctx context.Context, u Update) (*Result, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	auth, signer, err := s.opts.Credentials(ctx)
+	if err != nil {
+		return nil, &ConfigError{Err: err}
+	}
+	backoff := s.opts.RetryBase
+	for attempt := 1; ; attempt++ {
+		res, pushErr, err := s.applyOnce(ctx, u, auth, signer, attempt)
+		if err != nil {
+			return nil, err
+		}
+		if pushErr == nil {
+			return res, nil
+		}
+		if !isRejected(pushErr) || attempt >= s.opts.MaxAttempts {
+			if isRejected(pushErr) {
+				return nil, fmt.Errorf("push was rejected %d times; giving up for now: %w", attempt, pushErr)
+			}
+			return nil, classify(pushErr, s.opts.URL)
+		}
+		wait := backoff/2 + rand.N(backoff)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		backoff *= 2
+	}
+}
+
+// applyOnce does one read-edit-push round. It returns pushErr for a push that failed and err for
+// anything else.
+func (s *Store) applyOnce(ctx context.Context, u Update, auth transport.AuthMethod, signer *openpgp.Entity, attempt int) (*Result, error, error) {
+	heads, err := s.refresh(ctx, auth)
+	if err != nil {
+		return nil, nil, err
+	}
+	visit := s.visitList(u, heads)
+	res := &Result{Commits: map[string]string{}, Heads: map[string]string{}}
+	var specs []config.RefSpec
+	for _, branch := range visit {
+		parent := heads[branch]
+		tree, baseTree, err := s.treeAt(parent)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := u.Edit(branch, tree); err != nil {
+			return nil, nil, err
+		}
+		if !parent.IsZero() {
+			res.Heads[branch] = parent.String()
+		}
+		if !tree.changed || (parent.IsZero() && tree.Len() == 0) {
+			continue
+		}
+		treeHash, err := tree.writeTree()
+		if err != nil {
+			return nil, nil, fmt.Errorf("failed to write tree for %q: %w", branch, err)
+		}
+		if treeHash == baseTree {
+			continue
+		}
+		commit, err := s.commit(treeHash, parent, u.Message, signer)
+		if err != nil {
+			return nil, nil, err
+		}
+		s.index[commit] = flatTree{entries: tree.entries, tree: treeHash}
+		res.Commits[branch] = commit.String()
+		res.Heads[branch] = commit.String()
+		specs = append(specs, config.RefSpec(commit.String()+":"+plumbing.NewBranchReferenceName(branch).String()))
+	}
+	if len(specs) == 0 {
+		return res, nil, nil
+	}
+	res.Attempts = attempt
+	err = s.remote.PushContext(ctx, &git.PushOptions{RemoteName: remoteName, RefSpecs: specs, Auth: auth, Atomic: true})
+	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		return nil, err, nil
+	}
+	for branch, c := range res.Commits {
+		ref := plumbing.NewHashReference(remoteRef(branch), plumbing.NewHash(c))
+		if err := s.repo.Storer.SetReference(ref); err != nil {
+			return nil, nil, err
+		}
+	}
+	return res, nil, nil
+}
+
+func (s *Store) visitList(u Update, heads map[string]plumbing.Hash) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, b := range u.Branches {
+		if !seen[b] {
+			seen[b] = true
+			out = append(out, b)
+		}
+	}
+	for b := range heads {
+		if seen[b] {
+			continue
+		}
+		for _, p := range u.Prefixes {
+			if strings.HasPrefix(b, p) {
+				seen[b] = true
+				out = append(out, b)
+				break
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// refresh lists the remote's branches (one ref listing) and fetches those whose head is not
+// known locally. It returns branch → head.
+func (s *Store) refresh(ctx context.Context, auth transport.AuthMethod) (map[string]plumbing.Hash, error) {
+	refs, err := s.remote.ListContext(ctx, &git.ListOptions{Auth: auth})
+	if err != nil && !errors.Is(err, transport.ErrEmptyRemoteRepository) {
+		return nil, classify(err, s.opts.URL)
+	}
+	heads := map[string]plumbing.Hash{}
+	var fetch []config.RefSpec
+	for _, r := range refs {
+		if !r.Name().IsBranch() || r.Type() != plumbing.HashReference {
+			continue
+		}
+		branch := r.Name().Short()
+		heads[branch] = r.Hash()
+		if s.repo.Storer.HasEncodedObject(r.Hash()) != nil {
+			fetch = append(fetch, config.RefSpec("+"+r.Name().String()+":"+remoteRef(branch).String()))
+		}
+	}
+	if len(fetch) > 0 {
+		err := s.remote.FetchContext(ctx, &git.FetchOptions{RemoteName: remoteName, RefSpecs: fetch, Auth: auth, Tags: git.NoTags})
+		if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+			return nil, classify(err, s.opts.URL)
+		}
+	}
+	return heads, nil
+}
+
+// Heads lists the remote's branches and their heads, fetching what is new.
+func (s *Store) Heads(ctx context.Context) (map[string]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	auth, _, err := s.opts.Credentials(ctx)
+	if err != nil {
+		return nil, &ConfigError{Err: err}
+	}
+	heads, err := s.refresh(ctx, auth)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(heads))
+	for b, h := range heads {
+		out[b] = h.String()
+	}
+	return out, nil
+}
+
+func remoteRef(branch string) plumbing.ReferenceName {
+	return plumbing.NewRemoteReferenceName(remoteName, branch)
+}
+
+func (s *Store) treeAt(commit plumbing.Hash) (*Tree, plumbing.Hash, error) {
+	if commit.IsZero() {
+		return newTree(s.repo.Storer, nil), plumbing.ZeroHash, nil
+	}
+	ft, ok := s.index[commit]
+	if !ok {
+		if len(s.index) >= maxIndexedCommits {
+			s.index = map[plumbing.Hash]flatTree{}
+		}
+		entries, tree, err := flatten(s.repo.Storer, commit)
+		if err != nil {
+			return nil, plumbing.ZeroHash, err
+		}
+		ft = flatTree{entries: entries, tree: tree}
+		s.index[commit] = ft
+	}
+	return newTree(s.repo.Storer, ft.entries), ft.tree, nil
+}
+
+func (s *Store) commit(tree, parent plumbing.Hash, msg string, signer *openpgp.Entity) (plumbing.Hash, error) {
+	sig := object.Signature{Name: s.opts.AuthorName, Email: s.opts.AuthorEmail, When: s.opts.Now()}
+	c := &object.Commit{Author: sig, Committer: sig, Message: msg, TreeHash: tree}
+	if !parent.IsZero() {
+		c.ParentHashes = []plumbing.Hash{parent}
+	}
+	if signer != nil {
+		unsigned := s.repo.Storer.NewEncodedObject()
+		if err := c.EncodeWithoutSignature(unsigned); err != nil {
+			return plumbing.ZeroHash, err
+		}
+		r, err := unsigned.Reader()
+		if err != nil {
+			return plumbing.ZeroHash, err
+		}
+		var sigBuf bytes.Buffer
+		if err := openpgp.ArmoredDetachSign(&sigBuf, signer, r, nil); err != nil {
+			return plumbing.ZeroHash, &ConfigError{Err: fmt.Errorf("failed to sign commit: %w", err)}
+		}
+		c.PGPSignature = sigBuf.String()
+	}
+	o := s.repo.Storer.NewEncodedObject()
+	if err := c.Encode(o); err != nil {
+		return plumbing.ZeroHash, err
+	}
+	return s.repo.Storer.SetEncodedObject(o)
+}

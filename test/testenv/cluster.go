@@ -1,0 +1,164 @@
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+// ClusterOptions choose what a test cluster holds.
+type ClusterOptions struct {
+	// HubCRDs installs the hub API (config/crd/bases).
+	HubCRDs bool
+	// ExtraCRDDirs installs CRDs from more folders.
+	ExtraCRDDirs []string
+	// Knative installs the Knative Serving CRDs from the knative.dev/serving module.
+	Knative bool
+	// KwokStages starts kwok with these Stage files so that Knative status is reported.
+	KwokStages []string
+}
+
+// Cluster is a running envtest control plane.
+type Cluster struct {
+	Env        *envtest.Environment
+	Config     *rest.Config
+	Kubeconfig string
+	kwok       *exec.Cmd
+	dir        string
+}
+
+// RepoRoot is the cellsync module root, found from this file's location.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// KnativeCRDDir is the Serving CRD folder of the knative.dev/serving module in go.mod.
+func KnativeCRDDir() (string, error) {
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "knative.dev/serving")
+	cmd.Dir = RepoRoot()
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("failed to locate the knative.dev/serving module (go list): %w", err)
+	}
+	return filepath.Join(strings.TrimSpace(string(out)), "config", "core", "300-resources"), nil
+}
+
+// StartCluster starts a control plane. KUBEBUILDER_ASSETS must point at kube-apiserver and etcd
+// (`make test` sets it).
+func StartCluster(opts ClusterOptions) (*Cluster, error) {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		def := filepath.Join(RepoRoot(), "bin", "k8s", "1.37.2-linux-amd64")
+		if _, err := os.Stat(filepath.Join(def, "kube-apiserver")); err != nil {
+			return nil, fmt.Errorf("KUBEBUILDER_ASSETS is not set and %s has no kube-apiserver: run `make envtest` or `make test`", def)
+		}
+		_ = os.Setenv("KUBEBUILDER_ASSETS", def)
+	}
+	env := &envtest.Environment{ErrorIfCRDPathMissing: true}
+	if opts.HubCRDs {
+		env.CRDDirectoryPaths = append(env.CRDDirectoryPaths, filepath.Join(RepoRoot(), "config", "crd", "bases"))
+	}
+	env.CRDDirectoryPaths = append(env.CRDDirectoryPaths, opts.ExtraCRDDirs...)
+	if opts.Knative || len(opts.KwokStages) > 0 {
+		dir, err := KnativeCRDDir()
+		if err != nil {
+			return nil, err
+		}
+		env.CRDDirectoryPaths = append(env.CRDDirectoryPaths, dir)
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		return nil, fmt.Errorf("failed to start envtest: %w", err)
+	}
+	c := &Cluster{Env: env, Config: cfg}
+	c.dir, err = os.MkdirTemp("", "cellsync-cluster-")
+	if err != nil {
+		_ = env.Stop()
+		return nil, err
+	}
+	c.Kubeconfig = filepath.Join(c.dir, "kubeconfig")
+	if err := WriteKubeconfig(cfg, c.Kubeconfig); err != nil {
+		_ = c.Stop()
+		return nil, err
+	}
+	if len(opts.KwokStages) > 0 {
+		if err := c.startKwok(opts.KwokStages); err != nil {
+			_ = c.Stop()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Stop stops kwok and the control plane.
+func (c *Cluster) Stop() error {
+	if c.kwok != nil && c.kwok.Process != nil {
+		_ = c.kwok.Process.Kill()
+		_ = c.kwok.Wait()
+	}
+	err := c.Env.Stop()
+	if c.dir != "" {
+		_ = os.RemoveAll(c.dir)
+	}
+	return err
+}
+
+// WriteKubeconfig writes a kubeconfig for a rest.Config (client certificates or token).
+func WriteKubeconfig(cfg *rest.Config, path string) error {
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["envtest"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
+	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "envtest"}
+	kc.CurrentContext = "envtest"
+	return clientcmd.WriteToFile(*kc, path)
+}
+
+// KwokBinary is the kwok binary: $CELLSYNC_KWOK, or bin/kwok-v0.8.0.
+func KwokBinary() string {
+	if p := os.Getenv("CELLSYNC_KWOK"); p != "" {
+		return p
+	}
+	return filepath.Join(RepoRoot(), "bin", "kwok-v0.8.0")
+}
+
+// KnativeStages is the project's kwok Stage file that reports Knative Service status.
+func KnativeStages() string {
+	return filepath.Join(RepoRoot(), "test", "testenv", "testdata", "knative-stages.yaml")
+}
+
+func (c *Cluster) startKwok(stages []string) error {
+	bin := KwokBinary()
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("kwok not found at %s: run `make test` (it builds kwok) or set CELLSYNC_KWOK", bin)
+	}
+	args := []string{"--kubeconfig", c.Kubeconfig, "--manage-all-nodes=false",
+		"--manage-nodes-with-label-selector=kwok-none=true", "--server-address=127.0.0.1:0"}
+	for _, s := range stages {
+		args = append(args, "--config", s)
+	}
+	cmd := exec.Command(bin, args...)
+	logf, err := os.Create(filepath.Join(c.dir, "kwok.log"))
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("failed to start kwok: %w", err)
+	}
+	c.kwok = cmd
+	// kwok has no readiness signal of its own; give it a moment to list and watch.
+	time.Sleep(500 * time.Millisecond)
+	if cmd.ProcessState != nil {
+		return fmt.Errorf("kwok exited at start; see %s", logf.Name())
+	}
+	return nil
+}

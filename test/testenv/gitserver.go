@@ -1,0 +1,152 @@
+package testenv
+
+import (
+	"crypto/subtle"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/cgi"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+)
+
+// GitServer is a real Git smart-HTTP server: git http-backend behind net/http/cgi, with basic
+// auth, on 127.0.0.1. It can be stopped and started again on the same address to test outages.
+type GitServer struct {
+	// Root holds the bare repositories.
+	Root     string
+	Username string
+	Password string
+
+	mu       sync.Mutex
+	addr     string
+	listener net.Listener
+	srv      *http.Server
+}
+
+// StartGitServer starts a server with the given credentials; an empty username disables auth.
+func StartGitServer(username, password string) (*GitServer, error) {
+	root, err := os.MkdirTemp("", "cellsync-git-")
+	if err != nil {
+		return nil, err
+	}
+	g := &GitServer{Root: root, Username: username, Password: password}
+	if err := g.Start(); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// Start serves (again) on the server's address, or a new one the first time.
+func (g *GitServer) Start() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.srv != nil {
+		return nil
+	}
+	addr := g.addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("failed to listen for the git server: %w", err)
+	}
+	g.addr = l.Addr().String()
+	backend, err := httpBackendPath()
+	if err != nil {
+		_ = l.Close()
+		return err
+	}
+	h := &cgi.Handler{
+		Path: backend,
+		Root: "/",
+		Env:  []string{"GIT_PROJECT_ROOT=" + g.Root, "GIT_HTTP_EXPORT_ALL=1"},
+	}
+	g.listener = l
+	g.srv = &http.Server{Handler: g.auth(h)}
+	go func() { _ = g.srv.Serve(l) }()
+	return nil
+}
+
+// Stop closes the server; the repositories stay.
+func (g *GitServer) Stop() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.srv != nil {
+		_ = g.srv.Close()
+		g.srv = nil
+	}
+}
+
+// Close stops the server and removes the repositories.
+func (g *GitServer) Close() {
+	g.Stop()
+	_ = os.RemoveAll(g.Root)
+}
+
+func (g *GitServer) auth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if g.Username != "" {
+			u, p, ok := r.BasicAuth()
+			if !ok || subtle.ConstantTimeCompare([]byte(u), []byte(g.Username)) != 1 ||
+				subtle.ConstantTimeCompare([]byte(p), []byte(g.Password)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Basic realm="cellsync-test"`)
+				http.Error(w, "unauthorized", http.StatusUnauthorized)
+				return
+			}
+			// git http-backend refuses pushes from anonymous users.
+			r.Header.Set("Remote-User", u)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// CreateRepo makes an empty bare repository that accepts pushes over HTTP and returns its URL
+// (without credentials).
+func (g *GitServer) CreateRepo(name string) (string, error) {
+	dir := filepath.Join(g.Root, name+".git")
+	for _, args := range [][]string{
+		{"init", "--bare", "--initial-branch=main", dir},
+		{"-C", dir, "config", "http.receivepack", "true"},
+		{"-C", dir, "config", "receive.advertiseAtomic", "true"},
+	} {
+		if out, err := exec.Command("git", args...).CombinedOutput(); err != nil {
+			return "", fmt.Errorf("git %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	return g.URL(name), nil
+}
+
+// URL is a repository's URL without credentials.
+func (g *GitServer) URL(name string) string {
+	return fmt.Sprintf("http://%s/%s.git", g.addr, name)
+}
+
+// AuthURL is a repository's URL with the credentials in it, for the git CLI.
+func (g *GitServer) AuthURL(name string) string {
+	u, _ := url.Parse(g.URL(name))
+	if g.Username != "" {
+		u.User = url.UserPassword(g.Username, g.Password)
+	}
+	return u.String()
+}
+
+// RepoDir is a repository's folder on disk.
+func (g *GitServer) RepoDir(name string) string { return filepath.Join(g.Root, name+".git") }
+
+func httpBackendPath() (string, error) {
+	out, err := exec.Command("git", "--exec-path").Output()
+	if err != nil {
+		return "", fmt.Errorf("git is not installed: %w", err)
+	}
+	p := filepath.Join(strings.TrimSpace(string(out)), "git-http-backend")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("git-http-backend not found at %s", p)
+	}
+	return p, nil
+}
