@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fluxcd/pkg/apis/meta"
 	"github.com/fluxcd/pkg/runtime/patch"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -72,6 +73,9 @@ func (r *ServerlessAppReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		return result, retErr
 	}
 	controllerutil.AddFinalizer(app, hubv1alpha1.Finalizer)
+	if v, ok := meta.ReconcileAnnotationValue(app.GetAnnotations()); ok {
+		app.Status.SetLastHandledReconcileRequest(v)
+	}
 	if app.Spec.Suspend {
 		out = outcome{kind: succeeded, reason: hubv1alpha1.ReasonSuspended, message: "Rendering is suspended; cell branches keep what they have"}
 		return ctrl.Result{}, nil

@@ -162,3 +162,23 @@ func (c *Cluster) startKwok(stages []string) error {
 	}
 	return nil
 }
+
+// KustomizeBuild runs `kustomize build` on dir: $CELLSYNC_KUSTOMIZE, bin/kustomize-v5.8.1, or
+// `kubectl kustomize` when neither exists.
+func KustomizeBuild(dir string) (string, error) {
+	bin := os.Getenv("CELLSYNC_KUSTOMIZE")
+	if bin == "" {
+		bin = filepath.Join(RepoRoot(), "bin", "kustomize-v5.8.1")
+	}
+	var cmd *exec.Cmd
+	if _, err := os.Stat(bin); err == nil {
+		cmd = exec.Command(bin, "build", dir)
+	} else {
+		cmd = exec.Command("kubectl", "kustomize", dir)
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("kustomize build %s: %v: %s", dir, err, out)
+	}
+	return string(out), nil
+}

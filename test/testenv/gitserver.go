@@ -150,3 +150,31 @@ func httpBackendPath() (string, error) {
 	}
 	return p, nil
 }
+
+// Git runs the git CLI in dir and returns its trimmed output.
+func Git(dir string, args ...string) (string, error) {
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0", "GIT_AUTHOR_NAME=test", "GIT_AUTHOR_EMAIL=test@example.com",
+		"GIT_COMMITTER_NAME=test", "GIT_COMMITTER_EMAIL=test@example.com")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("git %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// Heads lists a repository's branches and their commits, read from disk with the git CLI.
+func (g *GitServer) Heads(name string) (map[string]string, error) {
+	out, err := Git(g.RepoDir(name), "for-each-ref", "--format=%(refname:short) %(objectname)", "refs/heads/")
+	if err != nil {
+		return nil, err
+	}
+	heads := map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) == 2 {
+			heads[f[0]] = f[1]
+		}
+	}
+	return heads, nil
+}

@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	"github.com/fluxcd/pkg/apis/meta"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -148,6 +149,9 @@ type ServerlessAppStatus struct {
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// LastHandledReconcileAt echoes the reconcile.fluxcd.io/requestedAt annotation handled last.
+	meta.ReconcileRequestStatus `json:",inline"`
 }
 
 // ServerlessApp is a serverless app the hub renders into every cell it is placed on.

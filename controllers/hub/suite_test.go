@@ -1,0 +1,146 @@
+package hub_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/cellsync/cellsync/hub/gitstore"
+	"github.com/cellsync/cellsync/hub/manager"
+	"github.com/cellsync/cellsync/test/testenv"
+)
+
+const (
+	hubNamespace = "cellsync-system"
+	gitUser      = "hub"
+	gitPassword  = "correct-horse"
+	repoName     = "gitops"
+)
+
+// The suite's shared parts: one hub apiserver, one Git server, one hub manager.
+var (
+	k8s        client.Client
+	gitServer  *testenv.GitServer
+	signingKey *openpgp.Entity
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.Level(zapcore.Level(zapLevel()))))
+	cluster, err := testenv.StartCluster(testenv.ClusterOptions{HubCRDs: true})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() { _ = cluster.Stop() }()
+	gitServer, err = testenv.StartGitServer(gitUser, gitPassword)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer gitServer.Close()
+	url, err := gitServer.CreateRepo(repoName)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+
+	mgr, err := ctrl.NewManager(cluster.Config, ctrl.Options{
+		Scheme:                  manager.Scheme(),
+		Metrics:                 metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress:  "0",
+		LeaderElection:          true,
+		LeaderElectionID:        "hub.cellsync.io",
+		LeaderElectionNamespace: hubNamespace,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	k8s = mgr.GetClient()
+	direct, err := client.New(cluster.Config, client.Options{Scheme: manager.Scheme()})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := seedHubNamespace(direct); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if _, err := manager.Setup(mgr, manager.Config{
+		Namespace:     hubNamespace,
+		GitURL:        url,
+		GitSecret:     "git-credentials",
+		SigningSecret: "signing-key",
+		Resync:        10 * time.Minute,
+		PushRetryBase: 20 * time.Millisecond,
+	}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		if err := mgr.Start(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "manager stopped:", err)
+		}
+	}()
+	k8s = direct
+	return m.Run()
+}
+
+func zapLevel() int8 {
+	if os.Getenv("CELLSYNC_TEST_VERBOSE") != "" {
+		return -4
+	}
+	return 1 // warnings and errors only
+}
+
+// seedHubNamespace creates the hub namespace with the Git credentials and signing key Secrets.
+func seedHubNamespace(c client.Client) error {
+	ctx := context.Background()
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: hubNamespace}}); err != nil {
+		return err
+	}
+	if err := c.Create(ctx, gitSecret(gitPassword)); err != nil {
+		return err
+	}
+	var err error
+	signingKey, err = openpgp.NewEntity("cellsync hub", "test", "hub@cellsync.io", nil)
+	if err != nil {
+		return err
+	}
+	var priv bytes.Buffer
+	w, _ := armor.Encode(&priv, openpgp.PrivateKeyType, nil)
+	if err := signingKey.SerializePrivate(w, nil); err != nil {
+		return err
+	}
+	_ = w.Close()
+	return c.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "signing-key", Namespace: hubNamespace},
+		Data:       map[string][]byte{gitstore.SecretSigningKey: priv.Bytes()},
+	})
+}
+
+func gitSecret(password string) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "git-credentials", Namespace: hubNamespace},
+		Data:       map[string][]byte{gitstore.SecretUsername: []byte(gitUser), gitstore.SecretPassword: []byte(password)},
+	}
+}

@@ -1,0 +1,234 @@
+package gitstore_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/cellsync/cellsync/hub/gitstore"
+	"github.com/cellsync/cellsync/test/testenv"
+)
+
+const (
+	user = "hub"
+	pass = "s3cret-pass"
+)
+
+func newServer(t *testing.T) (*testenv.GitServer, string) {
+	t.Helper()
+	srv, err := testenv.StartGitServer(user, pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	url, err := srv.CreateRepo("gitops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, url
+}
+
+func newStore(t *testing.T, url, password string, signer *openpgp.Entity) *gitstore.Store {
+	t.Helper()
+	s, err := gitstore.New(gitstore.Options{
+		URL:       url,
+		RetryBase: 20 * time.Millisecond,
+		Credentials: func(context.Context) (transport.AuthMethod, *openpgp.Entity, error) {
+			return &githttp.BasicAuth{Username: user, Password: password}, signer, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func write(files map[string]string) gitstore.EditFunc {
+	return func(branch string, t *gitstore.Tree) error {
+		for p, c := range files {
+			t.Write(p, []byte(c+" on "+branch))
+		}
+		return nil
+	}
+}
+
+func TestApplyPushesChangedBranchesTogetherAndSkipsUnchanged(t *testing.T) {
+	g := NewWithT(t)
+	srv, url := newServer(t)
+	s := newStore(t, url, pass, nil)
+	ctx := context.Background()
+
+	res, err := s.Apply(ctx, gitstore.Update{Message: "first", Branches: []string{"cells/a", "cells/b"},
+		Edit: write(map[string]string{"apps/hello/service.yaml": "v1", "kustomization.yaml": "k"})})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.Commits).To(HaveLen(2))
+	heads, err := srv.Heads("gitops")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(heads).To(HaveKeyWithValue("cells/a", res.Commits["cells/a"]))
+	g.Expect(heads).To(HaveKeyWithValue("cells/b", res.Commits["cells/b"]))
+	out, err := testenv.Git(srv.RepoDir("gitops"), "show", "cells/a:apps/hello/service.yaml")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(out).To(Equal("v1 on cells/a"))
+
+	// The same content again: no commit, no push, heads unchanged.
+	res, err = s.Apply(ctx, gitstore.Update{Message: "again", Prefixes: []string{"cells/"},
+		Edit: write(map[string]string{"apps/hello/service.yaml": "v1", "kustomization.yaml": "k"})})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.Commits).To(BeEmpty())
+	g.Expect(res.Attempts).To(BeZero())
+	after, _ := srv.Heads("gitops")
+	g.Expect(after).To(Equal(heads))
+
+	// A change to one branch commits only that one, on top of its head.
+	res, err = s.Apply(ctx, gitstore.Update{Message: "b only", Prefixes: []string{"cells/"},
+		Edit: func(branch string, t *gitstore.Tree) error {
+			if branch == "cells/b" {
+				t.Delete("apps/hello/service.yaml")
+			}
+			return nil
+		}})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.Commits).To(HaveLen(1))
+	g.Expect(res.Commits).To(HaveKey("cells/b"))
+	parent, _ := testenv.Git(srv.RepoDir("gitops"), "rev-parse", "cells/b^")
+	g.Expect(parent).To(Equal(heads["cells/b"]))
+	after, _ = srv.Heads("gitops")
+	g.Expect(after["cells/a"]).To(Equal(heads["cells/a"]))
+}
+
+func TestApplyFailedEditPushesNothing(t *testing.T) {
+	g := NewWithT(t)
+	srv, url := newServer(t)
+	s := newStore(t, url, pass, nil)
+	_, err := s.Apply(context.Background(), gitstore.Update{Message: "m", Branches: []string{"cells/a", "cells/b"},
+		Edit: func(branch string, t *gitstore.Tree) error {
+			if branch == "cells/b" {
+				return errors.New("bad override")
+			}
+			t.Write("x.yaml", []byte("x"))
+			return nil
+		}})
+	g.Expect(err).To(MatchError("bad override"))
+	heads, _ := srv.Heads("gitops")
+	g.Expect(heads).To(BeEmpty())
+}
+
+func TestApplyRetriesAfterLosingARace(t *testing.T) {
+	g := NewWithT(t)
+	srv, url := newServer(t)
+	s := newStore(t, url, pass, nil)
+	ctx := context.Background()
+	_, err := s.Apply(ctx, gitstore.Update{Message: "base", Branches: []string{"cells/a"}, Edit: write(map[string]string{"a.yaml": "1"})})
+	g.Expect(err).NotTo(HaveOccurred())
+
+	// Someone else pushes to the branch between our read and our push.
+	clone := t.TempDir()
+	_, err = testenv.Git(clone, "clone", "-q", "--branch", "cells/a", srv.AuthURL("gitops"), ".")
+	g.Expect(err).NotTo(HaveOccurred())
+	calls := 0
+	res, err := s.Apply(ctx, gitstore.Update{Message: "ours", Branches: []string{"cells/a"},
+		Edit: func(branch string, t *gitstore.Tree) error {
+			calls++
+			if calls == 1 {
+				g.Expect(os.WriteFile(filepath.Join(clone, "theirs.yaml"), []byte("x"), 0o644)).To(Succeed())
+				_, err := testenv.Git(clone, "add", ".")
+				g.Expect(err).NotTo(HaveOccurred())
+				_, err = testenv.Git(clone, "commit", "-qm", "theirs")
+				g.Expect(err).NotTo(HaveOccurred())
+				_, err = testenv.Git(clone, "push", "-q", "origin", "cells/a")
+				g.Expect(err).NotTo(HaveOccurred())
+			}
+			t.Write("a.yaml", []byte("2"))
+			return nil
+		}})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(calls).To(Equal(2), "the edit runs again on the fresh head")
+	g.Expect(res.Attempts).To(Equal(2))
+	theirs, _ := testenv.Git(clone, "rev-parse", "HEAD")
+	parent, _ := testenv.Git(srv.RepoDir("gitops"), "rev-parse", "cells/a^")
+	g.Expect(parent).To(Equal(theirs), "our commit sits on top of theirs: nothing is lost")
+	out, _ := testenv.Git(srv.RepoDir("gitops"), "show", "cells/a:theirs.yaml")
+	g.Expect(out).To(Equal("x"))
+}
+
+func TestApplyErrorsSayWhatToDo(t *testing.T) {
+	g := NewWithT(t)
+	srv, url := newServer(t)
+	ctx := context.Background()
+	edit := write(map[string]string{"a.yaml": "1"})
+
+	_, err := newStore(t, url, "wrong", nil).Apply(ctx, gitstore.Update{Branches: []string{"cells/a"}, Edit: edit})
+	var auth *gitstore.AuthError
+	g.Expect(errors.As(err, &auth)).To(BeTrue(), "wrong password: %v", err)
+	g.Expect(err.Error()).NotTo(ContainSubstring("wrong"), "the password never appears in errors")
+
+	srv.Stop()
+	_, err = newStore(t, url, pass, nil).Apply(ctx, gitstore.Update{Branches: []string{"cells/a"}, Edit: edit})
+	var down *gitstore.UnavailableError
+	g.Expect(errors.As(err, &down)).To(BeTrue(), "server stopped: %v", err)
+
+	g.Expect(srv.Start()).To(Succeed())
+	_, err = newStore(t, url, pass, nil).Apply(ctx, gitstore.Update{Branches: []string{"cells/a"}, Edit: edit})
+	g.Expect(err).NotTo(HaveOccurred(), "works again once the server is back")
+
+	g.Expect(gitstore.RedactURL("https://u:p@git.example.com/x.git")).To(Equal("https://git.example.com/x.git"))
+}
+
+func TestSignedCommitsVerifyWithGit(t *testing.T) {
+	if _, err := exec.LookPath("gpg"); err != nil {
+		t.Fatalf("gpg is needed to verify signatures with git verify-commit: %v", err)
+	}
+	g := NewWithT(t)
+	srv, url := newServer(t)
+	entity, err := openpgp.NewEntity("cellsync hub", "test", "hub@cellsync.io", nil)
+	g.Expect(err).NotTo(HaveOccurred())
+	var priv bytes.Buffer
+	w, _ := armor.Encode(&priv, openpgp.PrivateKeyType, nil)
+	g.Expect(entity.SerializePrivate(w, nil)).To(Succeed())
+	g.Expect(w.Close()).To(Succeed())
+	signer, err := gitstore.SignerFromSecret(&corev1.Secret{Data: map[string][]byte{gitstore.SecretSigningKey: priv.Bytes()}})
+	g.Expect(err).NotTo(HaveOccurred())
+
+	s := newStore(t, url, pass, signer)
+	res, err := s.Apply(context.Background(), gitstore.Update{Message: "signed", Branches: []string{"cells/a"}, Edit: write(map[string]string{"a.yaml": "1"})})
+	g.Expect(err).NotTo(HaveOccurred())
+
+	gnupg := t.TempDir()
+	var pub bytes.Buffer
+	pw, _ := armor.Encode(&pub, openpgp.PublicKeyType, nil)
+	g.Expect(entity.Serialize(pw)).To(Succeed())
+	g.Expect(pw.Close()).To(Succeed())
+	imp := exec.Command("gpg", "--batch", "--import")
+	imp.Env = append(os.Environ(), "GNUPGHOME="+gnupg)
+	imp.Stdin = &pub
+	out, err := imp.CombinedOutput()
+	g.Expect(err).NotTo(HaveOccurred(), string(out))
+
+	verify := exec.Command("git", "-C", srv.RepoDir("gitops"), "verify-commit", "-v", res.Commits["cells/a"])
+	verify.Env = append(os.Environ(), "GNUPGHOME="+gnupg)
+	out, err = verify.CombinedOutput()
+	g.Expect(err).NotTo(HaveOccurred(), string(out))
+	g.Expect(string(out)).To(ContainSubstring("Good signature"))
+
+	// And a commit from an unsigned store does not verify.
+	res, err = newStore(t, url, pass, nil).Apply(context.Background(), gitstore.Update{Message: "unsigned", Branches: []string{"cells/a"}, Edit: write(map[string]string{"a.yaml": "2"})})
+	g.Expect(err).NotTo(HaveOccurred())
+	verify = exec.Command("git", "-C", srv.RepoDir("gitops"), "verify-commit", res.Commits["cells/a"])
+	verify.Env = append(os.Environ(), "GNUPGHOME="+gnupg)
+	out, err = verify.CombinedOutput()
+	g.Expect(err).To(HaveOccurred(), "an unsigned commit must not verify: %s", out)
+	g.Expect(strings.TrimSpace(string(out))).NotTo(ContainSubstring("Good signature"))
+}
