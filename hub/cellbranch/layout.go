@@ -205,4 +205,3 @@ func Kustomization(resources []string) []byte {
 	}
 	return []byte(b.String())
 }
-

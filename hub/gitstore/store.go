@@ -16,6 +16,7 @@ import (
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/protocol/packp"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/memory"
 )
@@ -53,6 +54,8 @@ type Store struct {
 	mu     sync.Mutex
 	repo   *git.Repository
 	remote *git.Remote
+	// objects is the repository's object storage, recording what the store writes.
+	objects *recorder
 	// index caches the flattened tree of commits seen recently.
 	index map[plumbing.Hash]flatTree
 }
@@ -93,7 +96,8 @@ func New(opts Options) (*Store, error) {
 	if err != nil {
 		return nil, &ConfigError{Err: fmt.Errorf("invalid git URL %q: %w", RedactURL(opts.URL), err)}
 	}
-	return &Store{opts: opts, repo: repo, remote: remote, index: map[plumbing.Hash]flatTree{}}, nil
+	objects := &recorder{EncodedObjectStorer: repo.Storer, unpushed: map[plumbing.Hash]struct{}{}}
+	return &Store{opts: opts, repo: repo, remote: remote, objects: objects, index: map[plumbing.Hash]flatTree{}}, nil
 }
 
 // EditFunc edits one branch's tree. It returns an error to abandon the whole update: nothing is
@@ -165,7 +169,7 @@ func (s *Store) applyOnce(ctx context.Context, u Update, auth transport.AuthMeth
 	}
 	visit := s.visitList(u, heads)
 	res := &Result{Commits: map[string]string{}, Heads: map[string]string{}}
-	var specs []config.RefSpec
+	var cmds []*packp.Command
 	for _, branch := range visit {
 		parent := heads[branch]
 		tree, baseTree, err := s.treeAt(parent)
@@ -195,14 +199,13 @@ func (s *Store) applyOnce(ctx context.Context, u Update, auth transport.AuthMeth
 		s.index[commit] = flatTree{entries: tree.entries, tree: treeHash}
 		res.Commits[branch] = commit.String()
 		res.Heads[branch] = commit.String()
-		specs = append(specs, config.RefSpec(commit.String()+":"+plumbing.NewBranchReferenceName(branch).String()))
+		cmds = append(cmds, &packp.Command{Name: plumbing.NewBranchReferenceName(branch), Old: parent, New: commit})
 	}
-	if len(specs) == 0 {
+	if len(cmds) == 0 {
 		return res, nil, nil
 	}
 	res.Attempts = attempt
-	err = s.remote.PushContext(ctx, &git.PushOptions{RemoteName: remoteName, RefSpecs: specs, Auth: auth, Atomic: true})
-	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+	if err := s.push(ctx, auth, cmds); err != nil {
 		return nil, err, nil
 	}
 	for branch, c := range res.Commits {
@@ -292,7 +295,7 @@ func remoteRef(branch string) plumbing.ReferenceName {
 
 func (s *Store) treeAt(commit plumbing.Hash) (*Tree, plumbing.Hash, error) {
 	if commit.IsZero() {
-		return newTree(s.repo.Storer, nil), plumbing.ZeroHash, nil
+		return newTree(s.objects, nil), plumbing.ZeroHash, nil
 	}
 	ft, ok := s.index[commit]
 	if !ok {
@@ -306,7 +309,7 @@ func (s *Store) treeAt(commit plumbing.Hash) (*Tree, plumbing.Hash, error) {
 		ft = flatTree{entries: entries, tree: tree}
 		s.index[commit] = ft
 	}
-	return newTree(s.repo.Storer, ft.entries), ft.tree, nil
+	return newTree(s.objects, ft.entries), ft.tree, nil
 }
 
 func (s *Store) commit(tree, parent plumbing.Hash, msg string, signer *openpgp.Entity) (plumbing.Hash, error) {
@@ -330,9 +333,9 @@ func (s *Store) commit(tree, parent plumbing.Hash, msg string, signer *openpgp.E
 		}
 		c.PGPSignature = sigBuf.String()
 	}
-	o := s.repo.Storer.NewEncodedObject()
+	o := s.objects.NewEncodedObject()
 	if err := c.Encode(o); err != nil {
 		return plumbing.ZeroHash, err
 	}
-	return s.repo.Storer.SetEncodedObject(o)
+	return s.objects.SetEncodedObject(o)
 }

@@ -182,4 +182,3 @@ func flatten(s storer.EncodedObjectStorer, commit plumbing.Hash) (map[string]plu
 	}
 	return out, c.TreeHash, nil
 }
-
