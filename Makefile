@@ -80,7 +80,7 @@ fuzz: ## Fuzz the renderer for a while (FUZZTIME=30s).
 	$(GO) test ./hub/render -run '^$$' -fuzz FuzzRender -fuzztime $${FUZZTIME:-30s}
 
 .PHONY: bench
-bench: $(ENVTEST_DEP) ## Run the benchmarks and print them as a table.
+bench: ## Run the benchmarks and print them as a table.
 	$(TEST_ENV) $(GO) test ./hub/... -run '^$$' -bench . -benchmem -benchtime $(BENCH_TIME) -timeout 30m | tee bin/bench.txt | $(GO) run ./test/tools/benchtable
 
 ##@ Build

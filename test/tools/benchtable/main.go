@@ -1,0 +1,63 @@
+// Command benchtable reads `go test -bench` output on stdin and prints the results as a table,
+// next to DESIGN.md's target for each benchmark.
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// targets are DESIGN.md's performance targets, by benchmark name.
+var targets = map[string]string{
+	"BenchmarkFanOut1000Cells":           "< 2 s per change, 1 push",
+	"BenchmarkNoopReconcile1000Cells":    "0 commits, 0 pushes",
+	"BenchmarkFullRender200Apps100Cells": "< 30 s, < 1 GiB heap",
+}
+
+func main() {
+	type row struct{ name, n, time, extra, target string }
+	var rows []row
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
+			continue
+		}
+		name := f[0]
+		if i := strings.LastIndex(name, "-"); i > 0 {
+			name = name[:i]
+		}
+		r := row{name: name, n: f[1], target: targets[name]}
+		var extra []string
+		for i := 2; i+1 < len(f); i += 2 {
+			v, unit := f[i], f[i+1]
+			if unit == "ns/op" {
+				ns, _ := strconv.ParseFloat(v, 64)
+				r.time = time.Duration(ns).Round(time.Microsecond).String()
+				continue
+			}
+			if unit == "B/op" {
+				b, _ := strconv.ParseFloat(v, 64)
+				extra = append(extra, fmt.Sprintf("%.1f MiB alloc/op", b/(1<<20)))
+				continue
+			}
+			extra = append(extra, v+" "+unit)
+		}
+		r.extra = strings.Join(extra, ", ")
+		rows = append(rows, r)
+	}
+	if len(rows) == 0 {
+		fmt.Fprintln(os.Stderr, "benchtable: no benchmark results on stdin")
+		os.Exit(1)
+	}
+	fmt.Println()
+	fmt.Println("| benchmark | runs | time/op | measured | target |")
+	fmt.Println("|---|---|---|---|---|")
+	for _, r := range rows {
+		fmt.Printf("| %s | %s | %s | %s | %s |\n", strings.TrimPrefix(r.name, "Benchmark"), r.n, r.time, r.extra, r.target)
+	}
+}
