@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -33,7 +34,18 @@ type Cluster struct {
 	Config     *rest.Config
 	Kubeconfig string
 	kwok       *exec.Cmd
+	kwokLog    string
+	kwokExited chan error
 	dir        string
+}
+
+// KwokLog returns what kwok printed, for diagnosing a test that saw no Knative status.
+func (c *Cluster) KwokLog() string {
+	if c.kwokLog == "" {
+		return ""
+	}
+	b, _ := os.ReadFile(c.kwokLog)
+	return string(b)
 }
 
 // RepoRoot is the cellsync module root, found from this file's location.
@@ -103,7 +115,7 @@ func StartCluster(opts ClusterOptions) (*Cluster, error) {
 func (c *Cluster) Stop() error {
 	if c.kwok != nil && c.kwok.Process != nil {
 		_ = c.kwok.Process.Kill()
-		_ = c.kwok.Wait()
+		<-c.kwokExited
 	}
 	err := c.Env.Stop()
 	if c.dir != "" {
@@ -145,22 +157,53 @@ func (c *Cluster) startKwok(stages []string) error {
 	for _, s := range stages {
 		args = append(args, "--config", s)
 	}
+	if err := waitForOpenAPIV3(c.Config, "apis/serving.knative.dev/v1", 60*time.Second); err != nil {
+		return err
+	}
 	cmd := exec.Command(bin, args...)
 	logf, err := os.Create(filepath.Join(c.dir, "kwok.log"))
 	if err != nil {
 		return err
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
+	c.kwokLog = logf.Name()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("failed to start kwok: %w", err)
 	}
 	c.kwok = cmd
-	// kwok has no readiness signal of its own; give it a moment to list and watch.
-	time.Sleep(500 * time.Millisecond)
-	if cmd.ProcessState != nil {
-		return fmt.Errorf("kwok exited at start; see %s", logf.Name())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	// kwok has no readiness signal; one that survives its start-up checks keeps running.
+	select {
+	case err := <-exited:
+		c.kwok = nil
+		return fmt.Errorf("kwok exited at start (%v): %s", err, c.KwokLog())
+	case <-time.After(time.Second):
+		c.kwokExited = exited
+		return nil
 	}
-	return nil
+}
+
+// waitForOpenAPIV3 waits until the apiserver publishes a group version in OpenAPI v3, which
+// lags behind a CRD becoming Established; kwok refuses to start without it.
+func waitForOpenAPIV3(cfg *rest.Config, path string, timeout time.Duration) error {
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		paths, err := dc.OpenAPIV3().Paths()
+		if err == nil {
+			if _, ok := paths[path]; ok {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the apiserver did not publish %s in OpenAPI v3 within %s (last error: %v)", path, timeout, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // KustomizeBuild runs `kustomize build` on dir: $CELLSYNC_KUSTOMIZE, bin/kustomize-v5.8.1, or

@@ -21,7 +21,12 @@ func TestKnativeStatusFromKwok(t *testing.T) {
 	g := NewWithT(t)
 	cluster, err := StartCluster(ClusterOptions{KwokStages: []string{KnativeStages()}})
 	g.Expect(err).NotTo(HaveOccurred())
-	t.Cleanup(func() { _ = cluster.Stop() })
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("kwok log:\n%s", cluster.KwokLog())
+		}
+		_ = cluster.Stop()
+	})
 	scheme := runtime.NewScheme()
 	g.Expect(servingv1.AddToScheme(scheme)).To(Succeed())
 	g.Expect(corev1.AddToScheme(scheme)).To(Succeed())
