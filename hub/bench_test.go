@@ -34,8 +34,8 @@ func benchApp(name, image string) *hubv1alpha1.ServerlessApp {
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "team", Generation: 1},
 		Spec: hubv1alpha1.ServerlessAppSpec{
 			PlacementRef: corev1.LocalObjectReference{Name: "all"},
-			Template: hubv1alpha1.RevisionTemplate{Image: image, Env: []corev1.EnvVar{{Name: "TARGET", Value: "bench"}}},
-			Domains:  []string{"{app}.sls-{cluster}.example.com"},
+			Template:     hubv1alpha1.RevisionTemplate{Image: image, Env: []corev1.EnvVar{{Name: "TARGET", Value: "bench"}}},
+			Domains:      []string{"{app}.sls-{cluster}.example.com"},
 		},
 	}
 }

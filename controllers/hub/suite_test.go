@@ -109,7 +109,7 @@ func zapLevel() int8 {
 	if os.Getenv("CELLSYNC_TEST_VERBOSE") != "" {
 		return -4
 	}
-	return 1 // warnings and errors only
+	return int8(zapcore.DPanicLevel) // terminal errors are asserted through status; their stack traces are noise
 }
 
 // seedHubNamespace creates the hub namespace with the Git credentials and signing key Secrets.

@@ -1,0 +1,84 @@
+package gitstore
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"strings"
+	"testing"
+
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
+	gossh "golang.org/x/crypto/ssh"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func secret(kv ...string) *corev1.Secret {
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "cellsync-system", Name: "git"}, Data: map[string][]byte{}}
+	for i := 0; i+1 < len(kv); i += 2 {
+		s.Data[kv[i]] = []byte(kv[i+1])
+	}
+	return s
+}
+
+func TestAuthFromSecret(t *testing.T) {
+	a, err := AuthFromSecret(secret(SecretUsername, "u", SecretPassword, "p"), "https://git.example.com/x.git")
+	if b, ok := a.(*githttp.BasicAuth); err != nil || !ok || b.Username != "u" || b.Password != "p" {
+		t.Fatalf("basic auth: %#v, %v", a, err)
+	}
+	if strings.Contains(a.String(), "u:p") {
+		t.Fatalf("auth String() leaks the password: %s", a.String())
+	}
+	a, err = AuthFromSecret(secret(SecretBearerToken, "tok"), "https://git.example.com/x.git")
+	if tk, ok := a.(*githttp.TokenAuth); err != nil || !ok || tk.Token != "tok" {
+		t.Fatalf("token auth: %#v, %v", a, err)
+	}
+	if a, err = AuthFromSecret(nil, "https://x"); a != nil || err != nil {
+		t.Fatalf("no secret means no auth: %#v %v", a, err)
+	}
+
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	block, err := gossh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	identity := string(pem.EncodeToMemory(block))
+	hostKey, _ := gossh.NewPublicKey(pub)
+	knownHosts := "git.example.com " + string(gossh.MarshalAuthorizedKey(hostKey))
+
+	a, err = AuthFromSecret(secret(SecretIdentity, identity, SecretKnownHosts, knownHosts), "ssh://git@git.example.com/x.git")
+	keys, ok := a.(*gitssh.PublicKeys)
+	if err != nil || !ok || keys.User != "git" {
+		t.Fatalf("ssh auth: %#v, %v", a, err)
+	}
+	if err := keys.HostKeyCallback("git.example.com:22", nil, hostKey); err != nil {
+		t.Fatalf("known host refused: %v", err)
+	}
+	other, _, _ := ed25519.GenerateKey(rand.Reader)
+	otherKey, _ := gossh.NewPublicKey(other)
+	if err := keys.HostKeyCallback("git.example.com:22", nil, otherKey); err == nil {
+		t.Fatal("an unknown host key was accepted")
+	}
+
+	for name, s := range map[string]*corev1.Secret{
+		"ssh without known_hosts": secret(SecretIdentity, identity),
+		"ssh without identity":    secret(SecretKnownHosts, knownHosts),
+		"ssh with a bad key":      secret(SecretIdentity, "not a key", SecretKnownHosts, knownHosts),
+	} {
+		if _, err := AuthFromSecret(s, "git@git.example.com:x.git"); err == nil {
+			t.Errorf("%s: want an error", name)
+		} else if !strings.Contains(err.Error(), "cellsync-system/git") {
+			t.Errorf("%s: the error does not name the Secret: %v", name, err)
+		}
+	}
+}
+
+func TestSignerFromSecretErrors(t *testing.T) {
+	if _, err := SignerFromSecret(secret()); err == nil || !strings.Contains(err.Error(), SecretSigningKey) {
+		t.Fatalf("missing key: %v", err)
+	}
+	if _, err := SignerFromSecret(secret(SecretSigningKey, "garbage")); err == nil {
+		t.Fatal("garbage key accepted")
+	}
+}
