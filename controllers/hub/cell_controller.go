@@ -5,8 +5,6 @@ import (
 	"fmt"
 
 	"github.com/fluxcd/pkg/runtime/patch"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/tools/record"
@@ -35,12 +33,7 @@ func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (resul
 	patcher := patch.NewSerialPatcher(cell, r.Client)
 	var out outcome
 	defer func() {
-		setConditions(cell, out)
-		if out.kind == stalled {
-			r.Recorder.Event(cell, corev1.EventTypeWarning, out.reason, out.message)
-		}
-		opts := []patch.Option{patch.WithOwnedConditions{Conditions: ownedConditions}, patch.WithFieldOwner(FieldManager), patch.WithStatusObservedGeneration{}}
-		if err := patcher.Patch(ctx, cell, opts...); err != nil && !apierrors.IsNotFound(err) {
+		if err := finish(ctx, patcher, cell, out, r.Recorder); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
 	}()

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/fluxcd/pkg/runtime/patch"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -41,19 +39,12 @@ func (r *CellPlacementReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	patcher := patch.NewSerialPatcher(pl, r.Client)
 	var out outcome
 	defer func() {
-		setConditions(pl, out)
-		if out.kind == stalled {
-			r.Recorder.Event(pl, corev1.EventTypeWarning, out.reason, out.message)
-		}
-		opts := []patch.Option{patch.WithOwnedConditions{Conditions: ownedConditions}, patch.WithFieldOwner(FieldManager)}
-		if out.kind != retrying {
-			opts = append(opts, patch.WithStatusObservedGeneration{})
-		}
-		if err := patcher.Patch(ctx, pl, opts...); err != nil && !apierrors.IsNotFound(err) {
+		if err := finish(ctx, patcher, pl, out, r.Recorder); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
 	}()
 	if !pl.DeletionTimestamp.IsZero() {
+		out = outcome{kind: waiting, reason: hubv1alpha1.ReasonDeleting, message: "Deleting"}
 		return ctrl.Result{}, nil
 	}
 	_, res, err := resolvePlacement(ctx, r.Client, pl)

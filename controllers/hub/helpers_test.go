@@ -1,16 +1,13 @@
 package hub_test
 
 import (
-	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/fluxcd/pkg/apis/meta"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
@@ -195,19 +192,5 @@ func fileExists(t *testing.T, branch, path string) bool {
 // verifyCommit runs git verify-commit on a branch head with only the hub's public key trusted.
 func verifyCommit(t *testing.T, branch string) (string, error) {
 	t.Helper()
-	g := NewWithT(t)
-	gnupg := t.TempDir()
-	var pub bytes.Buffer
-	w, _ := armor.Encode(&pub, "PGP PUBLIC KEY BLOCK", nil)
-	g.Expect(signingKey.Serialize(w)).To(Succeed())
-	g.Expect(w.Close()).To(Succeed())
-	imp := exec.Command("gpg", "--batch", "--import")
-	imp.Env = append(os.Environ(), "GNUPGHOME="+gnupg)
-	imp.Stdin = &pub
-	out, err := imp.CombinedOutput()
-	g.Expect(err).NotTo(HaveOccurred(), string(out))
-	v := exec.Command("git", "-C", gitServer.RepoDir(repoName), "verify-commit", "-v", branch)
-	v.Env = append(os.Environ(), "GNUPGHOME="+gnupg)
-	out, err = v.CombinedOutput()
-	return string(out), err
+	return testenv.VerifyCommit(gitServer.RepoDir(repoName), branch, signingKey)
 }

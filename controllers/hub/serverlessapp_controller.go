@@ -57,13 +57,7 @@ func (r *ServerlessAppReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	patcher := patch.NewSerialPatcher(app, r.Client)
 	var out outcome
 	defer func() {
-		setConditions(app, out)
-		r.event(app, out)
-		opts := []patch.Option{patch.WithOwnedConditions{Conditions: ownedConditions}, patch.WithFieldOwner(FieldManager)}
-		if out.kind == succeeded || out.kind == stalled {
-			opts = append(opts, patch.WithStatusObservedGeneration{})
-		}
-		if err := patcher.Patch(ctx, app, opts...); err != nil && !apierrors.IsNotFound(err) {
+		if err := finish(ctx, patcher, app, out, r.Recorder); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
 	}()
@@ -179,12 +173,6 @@ func (r *ServerlessAppReconciler) finalize(ctx context.Context, app *hubv1alpha1
 	log := ctrl.LoggerFrom(ctx)
 	log.Info("Removed app from every cell branch", "app", klog.KObj(app))
 	return outcome{kind: waiting, reason: hubv1alpha1.ReasonDeleting, message: "Removed from every cell branch"}, ctrl.Result{}, nil
-}
-
-func (r *ServerlessAppReconciler) event(app *hubv1alpha1.ServerlessApp, o outcome) {
-	if o.kind == stalled || o.kind == retrying {
-		r.Recorder.Event(app, corev1.EventTypeWarning, o.reason, o.message)
-	}
 }
 
 // renderedCell is one cell's copy of the app, ready for its branch.

@@ -1,10 +1,16 @@
 package hub
 
 import (
+	"context"
 	"errors"
 
 	"github.com/fluxcd/pkg/apis/meta"
 	"github.com/fluxcd/pkg/runtime/conditions"
+	"github.com/fluxcd/pkg/runtime/patch"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/tools/record"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/cellsync/cellsync/hub/cellbranch"
 	"github.com/cellsync/cellsync/hub/gitstore"
@@ -83,6 +89,29 @@ func outcomeOf(err error) outcome {
 	default:
 		return outcome{kind: retrying, reason: hubv1alpha1.ReasonGitPushFailed, message: err.Error() + " (retrying)"}
 	}
+}
+
+// finish is every hub reconciler's exit: conditions from the outcome, a Warning event when
+// something is wrong, and one patch. A generation counts as observed unless it is being retried.
+func finish(ctx context.Context, patcher *patch.SerialPatcher, obj statusObject, out outcome, rec record.EventRecorder) error {
+	setConditions(obj, out)
+	if out.kind == stalled || out.kind == retrying {
+		rec.Event(obj, corev1.EventTypeWarning, out.reason, out.message)
+	}
+	opts := []patch.Option{patch.WithOwnedConditions{Conditions: ownedConditions}, patch.WithFieldOwner(FieldManager)}
+	if out.kind != retrying {
+		opts = append(opts, patch.WithStatusObservedGeneration{})
+	}
+	if err := patcher.Patch(ctx, obj, opts...); err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	return nil
+}
+
+// statusObject is a hub object with conditions.
+type statusObject interface {
+	client.Object
+	conditions.Setter
 }
 
 // boundedNames keeps a status list short; the count field says how many there are in all.

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -206,29 +205,14 @@ func TestSignedCommitsVerifyWithGit(t *testing.T) {
 	res, err := s.Apply(context.Background(), gitstore.Update{Message: "signed", Branches: []string{"cells/a"}, Edit: write(map[string]string{"a.yaml": "1"})})
 	g.Expect(err).NotTo(HaveOccurred())
 
-	gnupg := t.TempDir()
-	var pub bytes.Buffer
-	pw, _ := armor.Encode(&pub, openpgp.PublicKeyType, nil)
-	g.Expect(entity.Serialize(pw)).To(Succeed())
-	g.Expect(pw.Close()).To(Succeed())
-	imp := exec.Command("gpg", "--batch", "--import")
-	imp.Env = append(os.Environ(), "GNUPGHOME="+gnupg)
-	imp.Stdin = &pub
-	out, err := imp.CombinedOutput()
-	g.Expect(err).NotTo(HaveOccurred(), string(out))
-
-	verify := exec.Command("git", "-C", srv.RepoDir("gitops"), "verify-commit", "-v", res.Commits["cells/a"])
-	verify.Env = append(os.Environ(), "GNUPGHOME="+gnupg)
-	out, err = verify.CombinedOutput()
-	g.Expect(err).NotTo(HaveOccurred(), string(out))
-	g.Expect(string(out)).To(ContainSubstring("Good signature"))
+	out, err := testenv.VerifyCommit(srv.RepoDir("gitops"), res.Commits["cells/a"], entity)
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	g.Expect(out).To(ContainSubstring("Good signature"))
 
 	// And a commit from an unsigned store does not verify.
 	res, err = newStore(t, url, pass, nil).Apply(context.Background(), gitstore.Update{Message: "unsigned", Branches: []string{"cells/a"}, Edit: write(map[string]string{"a.yaml": "2"})})
 	g.Expect(err).NotTo(HaveOccurred())
-	verify = exec.Command("git", "-C", srv.RepoDir("gitops"), "verify-commit", res.Commits["cells/a"])
-	verify.Env = append(os.Environ(), "GNUPGHOME="+gnupg)
-	out, err = verify.CombinedOutput()
+	out, err = testenv.VerifyCommit(srv.RepoDir("gitops"), res.Commits["cells/a"], entity)
 	g.Expect(err).To(HaveOccurred(), "an unsigned commit must not verify: %s", out)
-	g.Expect(strings.TrimSpace(string(out))).NotTo(ContainSubstring("Good signature"))
+	g.Expect(out).NotTo(ContainSubstring("Good signature"))
 }
