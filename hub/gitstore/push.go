@@ -56,7 +56,7 @@ func (s *Store) push(ctx context.Context, auth transport.AuthMethod, cmds []*pac
 	if err != nil {
 		return err
 	}
-	defer sess.Close()
+	defer func() { _ = sess.Close() }()
 	adv, err := sess.AdvertisedReferencesContext(ctx)
 	if err != nil {
 		return err
@@ -115,7 +115,7 @@ func (s *Store) encodePack() ([]byte, error) {
 	_, _ = w.Write(hdr[:])
 	zw, _ := zlib.NewWriterLevel(nil, zlib.BestSpeed)
 	for _, h := range hashes {
-		o, err := s.objects.EncodedObjectStorer.EncodedObject(plumbing.AnyObject, h)
+		o, err := s.objects.EncodedObject(plumbing.AnyObject, h)
 		if err != nil {
 			return nil, fmt.Errorf("failed to read object %s for the push: %w", h, err)
 		}

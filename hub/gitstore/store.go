@@ -46,14 +46,18 @@ type Options struct {
 	MaxAttempts int
 	// RetryBase is the first backoff after a rejected push; it doubles, with jitter.
 	RetryBase time.Duration
+	// MaxObjects bounds the in-memory clone: past it, the clone is dropped and the branch tips
+	// fetched again (depth 1) on the next operation. Default 200,000.
+	MaxObjects int
 }
 
 // Store writes branches of one repository.
 type Store struct {
-	opts   Options
-	mu     sync.Mutex
-	repo   *git.Repository
-	remote *git.Remote
+	opts    Options
+	mu      sync.Mutex
+	storage *memory.Storage
+	repo    *git.Repository
+	remote  *git.Remote
 	// objects is the repository's object storage, recording what the store writes.
 	objects *recorder
 	// index caches the flattened tree of commits seen recently.
@@ -79,6 +83,9 @@ func New(opts Options) (*Store, error) {
 	if opts.RetryBase <= 0 {
 		opts.RetryBase = 200 * time.Millisecond
 	}
+	if opts.MaxObjects <= 0 {
+		opts.MaxObjects = 200_000
+	}
 	if opts.AuthorName == "" {
 		opts.AuthorName = "cellsync hub"
 	}
@@ -88,16 +95,43 @@ func New(opts Options) (*Store, error) {
 	if opts.Credentials == nil {
 		opts.Credentials = func(context.Context) (transport.AuthMethod, *openpgp.Entity, error) { return nil, nil, nil }
 	}
-	repo, err := git.Init(memory.NewStorage(), nil)
-	if err != nil {
+	s := &Store{opts: opts}
+	if err := s.reset(); err != nil {
 		return nil, err
 	}
-	remote, err := repo.CreateRemote(&config.RemoteConfig{Name: remoteName, URLs: []string{opts.URL}})
+	return s, nil
+}
+
+// reset starts an empty in-memory clone; the next operation fetches the branch tips it needs.
+func (s *Store) reset() error {
+	storage := memory.NewStorage()
+	repo, err := git.Init(storage, nil)
 	if err != nil {
-		return nil, &ConfigError{Err: fmt.Errorf("invalid git URL %q: %w", RedactURL(opts.URL), err)}
+		return err
 	}
-	objects := &recorder{EncodedObjectStorer: repo.Storer, unpushed: map[plumbing.Hash]struct{}{}}
-	return &Store{opts: opts, repo: repo, remote: remote, objects: objects, index: map[plumbing.Hash]flatTree{}}, nil
+	remote, err := repo.CreateRemote(&config.RemoteConfig{Name: remoteName, URLs: []string{s.opts.URL}})
+	if err != nil {
+		return &ConfigError{Err: fmt.Errorf("invalid git URL %q: %w", RedactURL(s.opts.URL), err)}
+	}
+	s.storage, s.repo, s.remote = storage, repo, remote
+	s.objects = &recorder{EncodedObjectStorer: repo.Storer, unpushed: map[plumbing.Hash]struct{}{}}
+	s.index = map[plumbing.Hash]flatTree{}
+	return nil
+}
+
+// compact drops the clone when it has grown past MaxObjects and everything in it is pushed.
+func (s *Store) compact() error {
+	if len(s.storage.Objects) <= s.opts.MaxObjects || len(s.objects.unpushed) > 0 {
+		return nil
+	}
+	return s.reset()
+}
+
+// Objects is how many objects the in-memory clone holds.
+func (s *Store) Objects() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.storage.Objects)
 }
 
 // EditFunc edits one branch's tree. It returns an error to abandon the whole update: nothing is
@@ -131,6 +165,9 @@ type Result struct {
 func (s *Store) Apply(ctx context.Context, u Update) (*Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.compact(); err != nil {
+		return nil, err
+	}
 	auth, signer, err := s.opts.Credentials(ctx)
 	if err != nil {
 		return nil, &ConfigError{Err: err}
@@ -262,7 +299,7 @@ func (s *Store) refresh(ctx context.Context, auth transport.AuthMethod) (map[str
 		}
 	}
 	if len(fetch) > 0 {
-		err := s.remote.FetchContext(ctx, &git.FetchOptions{RemoteName: remoteName, RefSpecs: fetch, Auth: auth, Tags: git.NoTags})
+		err := s.remote.FetchContext(ctx, &git.FetchOptions{RemoteName: remoteName, RefSpecs: fetch, Auth: auth, Tags: git.NoTags, Depth: 1})
 		if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
 			return nil, classify(err, s.opts.URL)
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -139,7 +140,7 @@ func TestApplyRetriesAfterLosingARace(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	calls := 0
 	res, err := s.Apply(ctx, gitstore.Update{Message: "ours", Branches: []string{"cells/a"},
-		Edit: func(branch string, t *gitstore.Tree) error {
+		Edit: func(_ string, t *gitstore.Tree) error {
 			calls++
 			if calls == 1 {
 				g.Expect(os.WriteFile(filepath.Join(clone, "theirs.yaml"), []byte("x"), 0o644)).To(Succeed())
@@ -215,4 +216,33 @@ func TestSignedCommitsVerifyWithGit(t *testing.T) {
 	out, err = testenv.VerifyCommit(srv.RepoDir("gitops"), res.Commits["cells/a"], entity)
 	g.Expect(err).To(HaveOccurred(), "an unsigned commit must not verify: %s", out)
 	g.Expect(out).NotTo(ContainSubstring("Good signature"))
+}
+
+// A long-running hub keeps its clone small: past MaxObjects it starts over from the branch tips,
+// and keeps committing on top of the right heads.
+func TestStoreStaysBoundedAndKeepsHistoryRight(t *testing.T) {
+	g := NewWithT(t)
+	srv, url := newServer(t)
+	s, err := gitstore.New(gitstore.Options{
+		URL:        url,
+		MaxObjects: 20,
+		Credentials: func(context.Context) (transport.AuthMethod, *openpgp.Entity, error) {
+			return &githttp.BasicAuth{Username: user, Password: pass}, nil, nil
+		},
+	})
+	g.Expect(err).NotTo(HaveOccurred())
+	var last string
+	for i := range 10 {
+		res, err := s.Apply(context.Background(), gitstore.Update{Message: "m", Branches: []string{"cells/a", "cells/b"},
+			Edit: write(map[string]string{"apps/x/service.yaml": fmt.Sprint("v", i)})})
+		g.Expect(err).NotTo(HaveOccurred())
+		if last != "" {
+			parent, _ := testenv.Git(srv.RepoDir("gitops"), "rev-parse", "cells/a^")
+			g.Expect(parent).To(Equal(last), "commit %d must sit on the previous head", i)
+		}
+		last = res.Commits["cells/a"]
+		g.Expect(s.Objects()).To(BeNumerically("<=", 20+2*6), "the clone is dropped once past the bound")
+	}
+	count, _ := testenv.Git(srv.RepoDir("gitops"), "rev-list", "--count", "cells/a")
+	g.Expect(count).To(Equal("10"))
 }

@@ -17,7 +17,7 @@ func VerifyCommit(repoDir, rev string, key *openpgp.Entity) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer os.RemoveAll(home)
+	defer func() { _ = os.RemoveAll(home) }()
 	var pub bytes.Buffer
 	w, err := armor.Encode(&pub, openpgp.PublicKeyType, nil)
 	if err != nil {

@@ -138,5 +138,5 @@ type CellList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&Cell{}, &CellList{})
+	register(&Cell{}, &CellList{})
 }

@@ -151,5 +151,5 @@ type CellPlacementList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&CellPlacement{}, &CellPlacementList{})
+	register(&CellPlacement{}, &CellPlacementList{})
 }

@@ -190,5 +190,5 @@ type ServerlessAppList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&ServerlessApp{}, &ServerlessAppList{})
+	register(&ServerlessApp{}, &ServerlessAppList{})
 }
