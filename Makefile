@@ -48,8 +48,9 @@ help: ## Show this help.
 
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC under config/.
-	$(CONTROLLER_GEN) rbac:roleName=hub-manager-role crd paths="./api/..." paths="./controllers/hub/..." \
-		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	$(CONTROLLER_GEN) crd paths="./api/..." output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) rbac:roleName=hub-manager-role paths="./controllers/hub/..." output:rbac:artifacts:config=config/rbac
+	$(CONTROLLER_GEN) rbac:roleName=agent-manager-role paths="./controllers/agent/..." output:rbac:artifacts:config=config/agent/rbac
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate deep-copy code for the APIs.

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
+	"github.com/cellsync/cellsync/controllers/outcome"
 	"github.com/cellsync/cellsync/hub/placement"
 )
 
@@ -37,31 +38,31 @@ func (r *CellPlacementReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	patcher := patch.NewSerialPatcher(pl, r.Client)
-	var out outcome
+	var out outcome.Outcome
 	defer func() {
-		if err := finish(ctx, patcher, pl, out, r.Recorder); err != nil {
+		if err := outcome.Finish(ctx, patcher, pl, out, r.Recorder, FieldManager); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
 	}()
 	if !pl.DeletionTimestamp.IsZero() {
-		out = outcome{kind: waiting, reason: hubv1alpha1.ReasonDeleting, message: "Deleting"}
+		out = outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonDeleting, Message: "Deleting"}
 		return ctrl.Result{}, nil
 	}
 	_, res, err := resolvePlacement(ctx, r.Client, pl)
 	if err != nil {
 		out = outcomeOf(err)
-		if out.kind == stalled {
+		if out.Kind == outcome.Stalled {
 			pl.Status.ResolvedCells, pl.Status.CellCount = nil, 0
 			return ctrl.Result{}, reconcile.TerminalError(err)
 		}
 		return ctrl.Result{}, err
 	}
 	out = placementOutcome(pl, res)
-	return ctrl.Result{RequeueAfter: jitter(r.Resync)}, nil
+	return ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
 }
 
 // placementOutcome writes the resolved cells into the status and says whether that is complete.
-func placementOutcome(pl *hubv1alpha1.CellPlacement, res *placement.Result) outcome {
+func placementOutcome(pl *hubv1alpha1.CellPlacement, res *placement.Result) outcome.Outcome {
 	pl.Status.CellCount = len(res.Cells)
 	pl.Status.ResolvedCells = boundedNames(res.Names())
 	for _, c := range res.Cells {
@@ -70,14 +71,13 @@ func placementOutcome(pl *hubv1alpha1.CellPlacement, res *placement.Result) outc
 		}
 	}
 	if len(res.Missing) > 0 {
-		return outcome{kind: waiting, reason: hubv1alpha1.ReasonNoCells,
-			message: fmt.Sprintf("Resolved %d cells; named cells not found: %s", len(res.Cells), strings.Join(res.Missing, ", "))}
+		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonNoCells, Message: fmt.Sprintf("Resolved %d cells; named cells not found: %s", len(res.Cells), strings.Join(res.Missing, ", "))}
 	}
 	msg := fmt.Sprintf("Resolved %d cells", len(res.Cells))
 	if len(res.Cells) > hubv1alpha1.MaxStatusCells {
 		msg += fmt.Sprintf(" (status lists the first %d)", hubv1alpha1.MaxStatusCells)
 	}
-	return outcome{kind: succeeded, reason: hubv1alpha1.ReasonResolved, message: msg}
+	return outcome.Outcome{Kind: outcome.Succeeded, Reason: hubv1alpha1.ReasonResolved, Message: msg}
 }
 
 // SetupWithManager registers the reconciler; any cell change re-resolves every placement.

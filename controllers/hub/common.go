@@ -3,8 +3,6 @@ package hub
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -16,14 +14,6 @@ import (
 
 // FieldManager is the hub's field manager for every write it makes.
 const FieldManager = "cellsync-hub"
-
-// jitter spreads periodic resyncs over ±10 % so that many objects do not resync together.
-func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	return d - d/10 + rand.N(d/5+1)
-}
 
 // resolvePlacement lists the cells and resolves the placement against its namespace's tenant.
 func resolvePlacement(ctx context.Context, c client.Client, pl *hubv1alpha1.CellPlacement) ([]hubv1alpha1.Cell, *placement.Result, error) {

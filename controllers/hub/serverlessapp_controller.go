@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
+	"github.com/cellsync/cellsync/controllers/outcome"
 	"github.com/cellsync/cellsync/hub/cellbranch"
 	"github.com/cellsync/cellsync/hub/gitstore"
 	"github.com/cellsync/cellsync/hub/placement"
@@ -55,9 +56,9 @@ func (r *ServerlessAppReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	patcher := patch.NewSerialPatcher(app, r.Client)
-	var out outcome
+	var out outcome.Outcome
 	defer func() {
-		if err := finish(ctx, patcher, app, out, r.Recorder); err != nil {
+		if err := outcome.Finish(ctx, patcher, app, out, r.Recorder, FieldManager); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
 	}()
@@ -71,24 +72,23 @@ func (r *ServerlessAppReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		app.Status.SetLastHandledReconcileRequest(v)
 	}
 	if app.Spec.Suspend {
-		out = outcome{kind: succeeded, reason: hubv1alpha1.ReasonSuspended, message: "Rendering is suspended; cell branches keep what they have"}
+		out = outcome.Outcome{Kind: outcome.Succeeded, Reason: hubv1alpha1.ReasonSuspended, Message: "Rendering is suspended; cell branches keep what they have"}
 		return ctrl.Result{}, nil
 	}
 	out, result, retErr = r.reconcile(ctx, app)
 	return result, retErr
 }
 
-func (r *ServerlessAppReconciler) reconcile(ctx context.Context, app *hubv1alpha1.ServerlessApp) (outcome, ctrl.Result, error) {
+func (r *ServerlessAppReconciler) reconcile(ctx context.Context, app *hubv1alpha1.ServerlessApp) (outcome.Outcome, ctrl.Result, error) {
 	if err := render.ValidateApp(app); err != nil {
 		return r.fail(err)
 	}
 	pl := &hubv1alpha1.CellPlacement{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: app.Spec.PlacementRef.Name}, pl); err != nil {
 		if apierrors.IsNotFound(err) {
-			return outcome{kind: waiting, reason: hubv1alpha1.ReasonPlacementNotFound,
-				message: fmt.Sprintf("CellPlacement %q not found in namespace %q", app.Spec.PlacementRef.Name, app.Namespace)}, ctrl.Result{}, nil
+			return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonPlacementNotFound, Message: fmt.Sprintf("CellPlacement %q not found in namespace %q", app.Spec.PlacementRef.Name, app.Namespace)}, ctrl.Result{}, nil
 		}
-		return outcome{kind: retrying, reason: hubv1alpha1.ReasonPlacementFailed, message: err.Error()}, ctrl.Result{}, err
+		return outcome.Outcome{Kind: outcome.Retrying, Reason: hubv1alpha1.ReasonPlacementFailed, Message: err.Error()}, ctrl.Result{}, err
 	}
 	cells, res, err := resolvePlacement(ctx, r.Client, pl)
 	if err != nil {
@@ -127,34 +127,34 @@ func (r *ServerlessAppReconciler) reconcile(ctx context.Context, app *hubv1alpha
 		msg += fmt.Sprintf("; placement names missing cells: %s", strings.Join(res.Missing, ", "))
 	}
 	if len(res.Cells) == 0 {
-		return outcome{kind: waiting, reason: hubv1alpha1.ReasonNoCells, message: "The placement resolves no cells yet"}, ctrl.Result{RequeueAfter: jitter(r.Resync)}, nil
+		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonNoCells, Message: "The placement resolves no cells yet"}, ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
 	}
-	return outcome{kind: succeeded, reason: hubv1alpha1.ReasonRendered, message: msg}, ctrl.Result{RequeueAfter: jitter(r.Resync)}, nil
+	return outcome.Outcome{Kind: outcome.Succeeded, Reason: hubv1alpha1.ReasonRendered, Message: msg}, ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
 }
 
 // fail turns an engine error into an outcome and the controller's result: stalled errors are
 // terminal (a spec change brings the app back), except refused credentials, which are checked
 // again at the resync interval because fixing a Secret does not touch the app.
-func (r *ServerlessAppReconciler) fail(err error) (outcome, ctrl.Result, error) {
+func (r *ServerlessAppReconciler) fail(err error) (outcome.Outcome, ctrl.Result, error) {
 	o := outcomeOf(err)
 	switch {
-	case o.kind != stalled:
+	case o.Kind != outcome.Stalled:
 		return o, ctrl.Result{}, err
-	case o.reason == hubv1alpha1.ReasonGitAuthFailed || o.reason == hubv1alpha1.ReasonGitPushFailed:
-		return o, ctrl.Result{RequeueAfter: jitter(r.Resync)}, nil
+	case o.Reason == hubv1alpha1.ReasonGitAuthFailed || o.Reason == hubv1alpha1.ReasonGitPushFailed:
+		return o, ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
 	default:
 		return o, ctrl.Result{}, reconcile.TerminalError(err)
 	}
 }
 
 // finalize removes the app from every cell branch, then lets the object go.
-func (r *ServerlessAppReconciler) finalize(ctx context.Context, app *hubv1alpha1.ServerlessApp) (outcome, ctrl.Result, error) {
+func (r *ServerlessAppReconciler) finalize(ctx context.Context, app *hubv1alpha1.ServerlessApp) (outcome.Outcome, ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(app, hubv1alpha1.Finalizer) {
-		return outcome{kind: waiting, reason: hubv1alpha1.ReasonDeleting, message: "Deleting"}, ctrl.Result{}, nil
+		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonDeleting, Message: "Deleting"}, ctrl.Result{}, nil
 	}
 	cells := &hubv1alpha1.CellList{}
 	if err := r.List(ctx, cells); err != nil {
-		return outcome{kind: retrying, reason: hubv1alpha1.ReasonDeleting, message: err.Error()}, ctrl.Result{}, err
+		return outcome.Outcome{Kind: outcome.Retrying, Reason: hubv1alpha1.ReasonDeleting, Message: err.Error()}, ctrl.Result{}, err
 	}
 	key := cellbranch.AppKey{Namespace: app.Namespace, Name: app.Name}
 	_, err := r.Store.Apply(ctx, gitstore.Update{
@@ -167,12 +167,12 @@ func (r *ServerlessAppReconciler) finalize(ctx context.Context, app *hubv1alpha1
 	})
 	if err != nil {
 		o := outcomeOf(err)
-		return o, ctrl.Result{RequeueAfter: jitter(r.Resync)}, nil
+		return o, ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
 	}
 	controllerutil.RemoveFinalizer(app, hubv1alpha1.Finalizer)
 	log := ctrl.LoggerFrom(ctx)
 	log.Info("Removed app from every cell branch", "app", klog.KObj(app))
-	return outcome{kind: waiting, reason: hubv1alpha1.ReasonDeleting, message: "Removed from every cell branch"}, ctrl.Result{}, nil
+	return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonDeleting, Message: "Removed from every cell branch"}, ctrl.Result{}, nil
 }
 
 // renderedCell is one cell's copy of the app, ready for its branch.

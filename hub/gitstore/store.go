@@ -200,7 +200,7 @@ func (s *Store) Apply(ctx context.Context, u Update) (*Result, error) {
 // applyOnce does one read-edit-push round. It returns pushErr for a push that failed and err for
 // anything else.
 func (s *Store) applyOnce(ctx context.Context, u Update, auth transport.AuthMethod, signer *openpgp.Entity, attempt int) (*Result, error, error) {
-	heads, err := s.refresh(ctx, auth)
+	heads, err := s.refresh(ctx, auth, u.wants)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -254,6 +254,21 @@ func (s *Store) applyOnce(ctx context.Context, u Update, auth transport.AuthMeth
 	return res, nil, nil
 }
 
+// wants reports whether the update visits the branch.
+func (u Update) wants(branch string) bool {
+	for _, b := range u.Branches {
+		if b == branch {
+			return true
+		}
+	}
+	for _, p := range u.Prefixes {
+		if strings.HasPrefix(branch, p) {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *Store) visitList(u Update, heads map[string]plumbing.Hash) []string {
 	seen := map[string]bool{}
 	var out []string
@@ -279,9 +294,9 @@ func (s *Store) visitList(u Update, heads map[string]plumbing.Hash) []string {
 	return out
 }
 
-// refresh lists the remote's branches (one ref listing) and fetches those whose head is not
-// known locally. It returns branch → head.
-func (s *Store) refresh(ctx context.Context, auth transport.AuthMethod) (map[string]plumbing.Hash, error) {
+// refresh lists the remote's branches (one ref listing) and fetches the wanted ones whose head
+// is not known locally. It returns wanted branch → head.
+func (s *Store) refresh(ctx context.Context, auth transport.AuthMethod, want func(branch string) bool) (map[string]plumbing.Hash, error) {
 	refs, err := s.remote.ListContext(ctx, &git.ListOptions{Auth: auth})
 	if err != nil && !errors.Is(err, transport.ErrEmptyRemoteRepository) {
 		return nil, classify(err, s.opts.URL)
@@ -293,6 +308,9 @@ func (s *Store) refresh(ctx context.Context, auth transport.AuthMethod) (map[str
 			continue
 		}
 		branch := r.Name().Short()
+		if !want(branch) {
+			continue
+		}
 		heads[branch] = r.Hash()
 		if s.repo.Storer.HasEncodedObject(r.Hash()) != nil {
 			fetch = append(fetch, config.RefSpec("+"+r.Name().String()+":"+remoteRef(branch).String()))
@@ -315,13 +333,53 @@ func (s *Store) Heads(ctx context.Context) (map[string]string, error) {
 	if err != nil {
 		return nil, &ConfigError{Err: err}
 	}
-	heads, err := s.refresh(ctx, auth)
+	heads, err := s.refresh(ctx, auth, func(string) bool { return true })
 	if err != nil {
 		return nil, err
 	}
 	out := make(map[string]string, len(heads))
 	for b, h := range heads {
 		out[b] = h.String()
+	}
+	return out, nil
+}
+
+// BranchFile is one file read from a branch head.
+type BranchFile struct {
+	Commit  string
+	Content []byte
+}
+
+// ReadFiles lists the remote once, fetches the branches under prefix whose head moved, and
+// returns file from each head (branches without the file are left out).
+func (s *Store) ReadFiles(ctx context.Context, prefix, file string) (map[string]BranchFile, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	auth, _, err := s.opts.Credentials(ctx)
+	if err != nil {
+		return nil, &ConfigError{Err: err}
+	}
+	heads, err := s.refresh(ctx, auth, func(b string) bool { return strings.HasPrefix(b, prefix) })
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]BranchFile{}
+	for branch, head := range heads {
+		if !strings.HasPrefix(branch, prefix) {
+			continue
+		}
+		tree, _, err := s.treeAt(head)
+		if err != nil {
+			return nil, err
+		}
+		if !tree.Has(file) {
+			continue
+		}
+		b, err := tree.Read(file)
+		if err != nil {
+			return nil, err
+		}
+		out[branch] = BranchFile{Commit: head.String(), Content: b}
 	}
 	return out, nil
 }

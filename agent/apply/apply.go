@@ -1,0 +1,129 @@
+package apply
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/fluxcd/cli-utils/pkg/kstatus/polling"
+	"github.com/fluxcd/pkg/ssa"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
+	"github.com/cellsync/cellsync/agent/manifests"
+)
+
+// Engine applies objects with one client (the agent's, or an impersonated one).
+type Engine struct {
+	client  client.Client
+	mapper  meta.RESTMapper
+	manager *ssa.ResourceManager
+}
+
+// New returns an engine for the client.
+func New(c client.Client) *Engine {
+	poller := polling.NewStatusPoller(c, c.RESTMapper(), polling.Options{})
+	rm := ssa.NewResourceManager(c, poller, ssa.Owner{Field: agentv1alpha1.FieldManager, Group: agentv1alpha1.OwnerGroup})
+	return &Engine{client: c, mapper: c.RESTMapper(), manager: rm}
+}
+
+// DryRunError is an object the apiserver refuses; nothing was applied.
+type DryRunError struct{ Message string }
+
+func (e *DryRunError) Error() string { return e.Message }
+
+// Apply dry-runs every object whose kind the cluster serves, and only if all pass, applies them
+// in stages. Objects the apply leaves unchanged are not written (their resourceVersion stays).
+func (e *Engine) Apply(ctx context.Context, objs []*unstructured.Unstructured, owner client.ObjectKey, timeout time.Duration) (*ssa.ChangeSet, error) {
+	e.manager.SetOwnerLabels(objs, owner.Name, owner.Namespace)
+	var problems []string
+	for _, u := range objs {
+		gvk := u.GroupVersionKind()
+		if _, err := e.mapper.RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
+			continue // a kind that a CRD of this same commit brings; checked when its stage applies
+		}
+		dry := u.DeepCopy()
+		err := e.client.Patch(ctx, dry, client.Apply, client.DryRunAll, client.ForceOwnership, client.FieldOwner(agentv1alpha1.FieldManager)) //nolint:staticcheck // unstructured apply
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("%s %s: %v", gvk.Kind, manifests.ID(u), err))
+		}
+	}
+	if len(problems) > 0 {
+		sort.Strings(problems)
+		return nil, &DryRunError{Message: "server-side dry-run refused the commit, nothing was applied: " + strings.Join(problems, "; ")}
+	}
+	opts := ssa.DefaultApplyOptions()
+	opts.WaitTimeout = timeout
+	opts.WaitInterval = time.Second
+	cs, err := e.manager.ApplyAllStaged(ctx, objs, opts)
+	if err != nil {
+		return cs, fmt.Errorf("apply failed: %w", err)
+	}
+	return cs, nil
+}
+
+// Prune deletes the objects of the previous inventory that the new objects no longer have.
+// Only what the agent applied is ever deleted.
+func (e *Engine) Prune(ctx context.Context, owner client.ObjectKey, previous []agentv1alpha1.ResourceRef, objs []*unstructured.Unstructured) ([]string, error) {
+	keep := map[string]bool{}
+	for _, u := range objs {
+		keep[manifests.ID(u)] = true
+	}
+	var stale []*unstructured.Unstructured
+	for _, ref := range previous {
+		if keep[ref.ID] {
+			continue
+		}
+		u, err := fromRef(ref)
+		if err != nil {
+			return nil, err
+		}
+		stale = append(stale, u)
+	}
+	if len(stale) == 0 {
+		return nil, nil
+	}
+	opts := ssa.DefaultDeleteOptions()
+	opts.PropagationPolicy = metav1.DeletePropagationBackground
+	// Only delete what still carries our owner labels: an object someone else took over stays.
+	opts.Inclusions = e.manager.GetOwnerLabels(owner.Name, owner.Namespace)
+	cs, err := e.manager.DeleteAll(ctx, stale, opts)
+	if err != nil {
+		return nil, fmt.Errorf("prune failed: %w", err)
+	}
+	var deleted []string
+	for _, entry := range cs.Entries {
+		if entry.Action == ssa.DeletedAction {
+			deleted = append(deleted, entry.Subject)
+		}
+	}
+	return deleted, nil
+}
+
+// Inventory lists the objects as Flux inventory entries, sorted.
+func Inventory(objs []*unstructured.Unstructured) []agentv1alpha1.ResourceRef {
+	out := make([]agentv1alpha1.ResourceRef, 0, len(objs))
+	for _, u := range objs {
+		out = append(out, agentv1alpha1.ResourceRef{ID: manifests.ID(u), V: u.GroupVersionKind().Version})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+func fromRef(ref agentv1alpha1.ResourceRef) (*unstructured.Unstructured, error) {
+	parts := strings.Split(ref.ID, "_")
+	if len(parts) != 4 {
+		return nil, fmt.Errorf("inventory entry %q is not <namespace>_<name>_<group>_<kind>", ref.ID)
+	}
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(schema.GroupVersionKind{Group: parts[2], Version: ref.V, Kind: parts[3]})
+	u.SetNamespace(parts[0])
+	u.SetName(parts[1])
+	return u, nil
+}
