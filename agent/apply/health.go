@@ -14,7 +14,10 @@ import (
 
 // Health of one applied workload.
 type Health struct {
-	Namespace string
+	// App and AppNamespace name the hub app, from the labels the hub renders.
+	App          string
+	AppNamespace string
+	Namespace    string
 	Name      string
 	Kind      string
 	// Ready is true when healthy; false when failed or still progressing at the deadline.
@@ -85,7 +88,10 @@ func WaitForHealth(ctx context.Context, c client.Reader, objs []*unstructured.Un
 
 // Check reads one workload's health now.
 func Check(ctx context.Context, c client.Reader, desired *unstructured.Unstructured) Health {
-	h := Health{Namespace: desired.GetNamespace(), Name: desired.GetName(), Kind: desired.GetKind()}
+	h := Health{
+		App: desired.GetLabels()["cellsync.io/app"], AppNamespace: desired.GetLabels()["cellsync.io/app-namespace"],
+		Namespace: desired.GetNamespace(), Name: desired.GetName(), Kind: desired.GetKind(),
+	}
 	live := &unstructured.Unstructured{}
 	live.SetGroupVersionKind(desired.GroupVersionKind())
 	if err := c.Get(ctx, client.ObjectKeyFromObject(desired), live); err != nil {

@@ -62,11 +62,16 @@ func Build(files map[string][]byte) ([]*unstructured.Unstructured, error) {
 	}
 	out := make([]*unstructured.Unstructured, 0, m.Size())
 	for _, r := range m.Resources() {
-		obj, err := r.Map()
+		// Through JSON, so that numbers become int64/float64 as Unstructured expects (kustomize's
+		// maps hold plain ints, which Unstructured cannot copy).
+		b, err := r.MarshalJSON()
 		if err != nil {
 			return nil, invalid(ReasonBuildFailed, "the branch has an unreadable object: %v", err)
 		}
-		u := &unstructured.Unstructured{Object: obj}
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON(b); err != nil {
+			return nil, invalid(ReasonBuildFailed, "the branch has an unreadable object: %v", err)
+		}
 		if u.GetAPIVersion() == "" || u.GetKind() == "" || u.GetName() == "" {
 			return nil, invalid(ReasonBuildFailed, "the branch has an object without apiVersion, kind or name")
 		}

@@ -29,6 +29,9 @@ const (
 	Retrying
 	// Stalled: a person must change something; retrying will not help.
 	Stalled
+	// Failed: done, and what was done is unhealthy (Flux's HealthCheckFailed): Ready=False
+	// without Reconciling or Stalled; a new revision may fix it.
+	Failed
 )
 
 // Outcome is the result of a reconcile, ready to become conditions and an event.
@@ -61,6 +64,10 @@ func SetConditions(obj conditions.Setter, o Outcome) {
 		conditions.MarkFalse(obj, meta.ReadyCondition, o.Reason, "%s", o.Message)
 		conditions.MarkStalled(obj, o.Reason, "%s", o.Message)
 		conditions.Delete(obj, meta.ReconcilingCondition)
+	case Failed:
+		conditions.MarkFalse(obj, meta.ReadyCondition, o.Reason, "%s", o.Message)
+		conditions.Delete(obj, meta.ReconcilingCondition)
+		conditions.Delete(obj, meta.StalledCondition)
 	}
 }
 
@@ -75,7 +82,7 @@ type StatusObject interface {
 // observed unless it is being retried. owned adds conditions beyond Ready/Reconciling/Stalled.
 func Finish(ctx context.Context, patcher *patch.SerialPatcher, obj StatusObject, o Outcome, rec record.EventRecorder, fieldManager string, owned ...string) error {
 	SetConditions(obj, o)
-	if o.Kind == Stalled || o.Kind == Retrying {
+	if o.Kind == Stalled || o.Kind == Retrying || o.Kind == Failed {
 		rec.Event(obj, corev1.EventTypeWarning, o.Reason, o.Message)
 	}
 	opts := []patch.Option{patch.WithOwnedConditions{Conditions: append(append([]string{}, Owned...), owned...)}, patch.WithFieldOwner(fieldManager)}

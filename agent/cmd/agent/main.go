@@ -1,0 +1,62 @@
+// Command agent runs the cellsync agent in a member cluster: it pulls its cells' branches over an
+// outbound Git connection, applies them, and reports back through Git.
+package main
+
+import (
+	"flag"
+	"os"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/cellsync/cellsync/agent/manager"
+)
+
+func main() {
+	var (
+		cfg         manager.Config
+		metricsAddr string
+		probeAddr   string
+		leaderElect bool
+		leaderNS    string
+	)
+	flag.StringVar(&cfg.DataDir, "data-dir", "/var/lib/cellsync", "Directory for the Git mirrors of the cell branches.")
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; 0 disables it.")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the health probes.")
+	flag.BoolVar(&leaderElect, "leader-elect", true, "Elect a leader so that only one agent replica applies.")
+	flag.StringVar(&leaderNS, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the leader election lease.")
+	opts := zap.Options{}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	log := ctrl.Log.WithName("setup")
+
+	if leaderNS == "" {
+		leaderNS = "cellsync-system"
+	}
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                  manager.Scheme(),
+		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress:  probeAddr,
+		LeaderElection:          leaderElect,
+		LeaderElectionID:        "agent.cellsync.io",
+		LeaderElectionNamespace: leaderNS,
+	})
+	if err != nil {
+		log.Error(err, "Unable to create the manager")
+		os.Exit(1)
+	}
+	if err := manager.Setup(mgr, cfg); err != nil {
+		log.Error(err, "Unable to set up the agent")
+		os.Exit(1)
+	}
+	_ = mgr.AddHealthzCheck("healthz", healthz.Ping)
+	_ = mgr.AddReadyzCheck("readyz", healthz.Ping)
+	log.Info("Starting the agent", "version", manager.Version)
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		log.Error(err, "The manager stopped with an error")
+		os.Exit(1)
+	}
+}

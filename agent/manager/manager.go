@@ -1,0 +1,53 @@
+// Package manager wires the agent onto a controller-runtime manager; the agent binary and the
+// tests share it.
+package manager
+
+import (
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
+	agentcontrollers "github.com/cellsync/cellsync/controllers/agent"
+)
+
+// Version is the agent's version, reported to the hub.
+var Version = "v0.1.0-dev"
+
+// Config is the agent's configuration.
+type Config struct {
+	// DataDir holds the Git mirrors.
+	DataDir string
+	// HealthPoll is how often health is polled while waiting.
+	HealthPoll time.Duration
+}
+
+// Scheme returns a scheme with the core kinds and the member API.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	_ = agentv1alpha1.AddToScheme(s)
+	return s
+}
+
+// Setup adds the agent reconcilers to mgr.
+func Setup(mgr ctrl.Manager, cfg Config) error {
+	if cfg.DataDir == "" {
+		return fmt.Errorf("the agent needs a data directory for its Git mirrors")
+	}
+	r := &agentcontrollers.CellSyncReconciler{
+		Client:     mgr.GetClient(),
+		Config:     mgr.GetConfig(),
+		DataDir:    cfg.DataDir,
+		Recorder:   mgr.GetEventRecorderFor("cellsync-agent"), //nolint:staticcheck // core/v1 events, as kubectl describe shows
+		Version:    Version,
+		HealthPoll: cfg.HealthPoll,
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("failed to set up the CellSync controller: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,343 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fluxcd/pkg/apis/meta"
+	"github.com/fluxcd/pkg/runtime/patch"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/record"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
+	"github.com/cellsync/cellsync/agent/apply"
+	"github.com/cellsync/cellsync/agent/manifests"
+	"github.com/cellsync/cellsync/agent/source"
+	"github.com/cellsync/cellsync/controllers/outcome"
+	"github.com/cellsync/cellsync/hub/gitstore"
+)
+
+// Finalizer lets the agent prune what it applied before a CellSync goes.
+const Finalizer = "agent.cellsync.io/finalizer"
+
+// HealthyCondition says whether the applied workloads are healthy.
+const HealthyCondition = "Healthy"
+
+// CellSyncReconciler runs cell branches in this cluster.
+type CellSyncReconciler struct {
+	client.Client
+	// Config is the agent's own rest config, the base for impersonating service accounts.
+	Config *rest.Config
+	// DataDir holds one bare Git mirror per CellSync.
+	DataDir  string
+	Recorder record.EventRecorder
+	// Version is reported in every status report.
+	Version string
+	// HealthPoll is how often health is polled while waiting (default 500ms).
+	HealthPoll time.Duration
+
+	mu    sync.Mutex
+	state map[types.NamespacedName]*syncState
+}
+
+// syncState is what the agent remembers between reconciles of one CellSync. Losing it (a
+// restart) costs one no-op re-apply and one report, nothing more.
+type syncState struct {
+	repo       *source.Repo
+	repoFor    string
+	applied    string
+	appliedAt  time.Time
+	reportHash string
+	reportAt   time.Time
+	objects    []*unstructured.Unstructured
+	health     []apply.Health
+}
+
+// +kubebuilder:rbac:groups=agent.cellsync.io,resources=cellsyncs,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=agent.cellsync.io,resources=cellsyncs/status;cellsyncs/finalizers,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
+// +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=impersonate
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=*,resources=*,verbs=get;list;watch;create;update;patch;delete
+
+// Reconcile runs one CellSync.
+func (r *CellSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	cs := &agentv1alpha1.CellSync{}
+	if err := r.Get(ctx, req.NamespacedName, cs); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	patcher := patch.NewSerialPatcher(cs, r.Client)
+	st := r.stateFor(req.NamespacedName)
+	var out outcome.Outcome
+	var auth transport.AuthMethod
+	defer func() {
+		if cs.DeletionTimestamp.IsZero() && out.Reason != "" {
+			outcome.SetConditions(cs, out)
+			r.report(ctx, cs, st, auth)
+		}
+		if err := outcome.Finish(ctx, patcher, cs, out, r.Recorder, agentv1alpha1.FieldManager, HealthyCondition); err != nil {
+			retErr = kerrors.NewAggregate([]error{retErr, err})
+		}
+	}()
+	if !cs.DeletionTimestamp.IsZero() {
+		out, retErr = r.finalize(ctx, cs)
+		return ctrl.Result{}, retErr
+	}
+	controllerutil.AddFinalizer(cs, Finalizer)
+	if v, ok := meta.ReconcileAnnotationValue(cs.GetAnnotations()); ok {
+		cs.Status.SetLastHandledReconcileRequest(v)
+	}
+	if cs.Spec.Suspend {
+		out = outcome.Outcome{Kind: outcome.Succeeded, Reason: meta.SuspendedReason, Message: "Suspended; what is applied stays"}
+		return ctrl.Result{}, nil
+	}
+	var err error
+	auth, err = r.auth(ctx, cs)
+	if err != nil {
+		out = outcome.Outcome{Kind: outcome.Retrying, Reason: agentv1alpha1.ReasonGitOperationFailed, Message: err.Error()}
+		return ctrl.Result{RequeueAfter: outcome.Jitter(cs.IntervalOrDefault())}, nil
+	}
+	out = r.sync(ctx, cs, st, auth)
+	return ctrl.Result{RequeueAfter: outcome.Jitter(min(cs.IntervalOrDefault(), cs.HeartbeatOrDefault()))}, nil
+}
+
+// sync brings the cluster to the branch head, or keeps the last good commit applied when the
+// head cannot be had (Git down, unsigned commit), and says how that went.
+func (r *CellSyncReconciler) sync(ctx context.Context, cs *agentv1alpha1.CellSync, st *syncState, auth transport.AuthMethod) outcome.Outcome {
+	repo, err := r.repoFor(cs, st)
+	if err != nil {
+		return outcome.Outcome{Kind: outcome.Stalled, Reason: agentv1alpha1.ReasonGitOperationFailed, Message: err.Error()}
+	}
+	head, problem := r.fetchHead(ctx, cs, repo, auth)
+	target := head
+	if problem != nil {
+		target = commitOf(cs.Status.LastAppliedRevision)
+		if target == "" || !repo.Has(target) {
+			return *problem
+		}
+		problem.Message += fmt.Sprintf("; keeping commit %s applied", short(target))
+	}
+	due := target != st.applied || time.Since(st.appliedAt) >= cs.IntervalOrDefault()
+	if !due {
+		// A heartbeat-only wake-up: no re-apply, just a fresh look at health.
+		st.health = r.health(ctx, st.objects, 0)
+		return worst(problem, healthOutcome(cs, st.health, target))
+	}
+	objs, o := r.load(cs, repo, target)
+	if o != nil {
+		return *o
+	}
+	if o := r.apply(ctx, cs, objs); o != nil {
+		return *o
+	}
+	cs.Status.LastAppliedRevision = revision(cs.BranchName(), target)
+	st.applied, st.appliedAt, st.objects = target, time.Now(), objs
+	st.health = r.health(ctx, objs, cs.TimeoutOrDefault())
+	return worst(problem, healthOutcome(cs, st.health, target))
+}
+
+// fetchHead finds the branch head and brings it to disk, verified; a problem says why not.
+func (r *CellSyncReconciler) fetchHead(ctx context.Context, cs *agentv1alpha1.CellSync, repo *source.Repo, auth transport.AuthMethod) (string, *outcome.Outcome) {
+	head, err := repo.Head(ctx, auth)
+	if err != nil {
+		return "", &outcome.Outcome{Kind: outcome.Retrying, Reason: agentv1alpha1.ReasonGitOperationFailed, Message: "Failed to list the remote: " + err.Error()}
+	}
+	if head == "" {
+		return "", &outcome.Outcome{Kind: outcome.Waiting, Reason: agentv1alpha1.ReasonGitOperationFailed, Message: fmt.Sprintf("Branch %s does not exist yet", cs.BranchName())}
+	}
+	cs.Status.LastAttemptedRevision = revision(cs.BranchName(), head)
+	if err := repo.Fetch(ctx, auth, head); err != nil {
+		return "", &outcome.Outcome{Kind: outcome.Retrying, Reason: agentv1alpha1.ReasonGitOperationFailed, Message: "Failed to fetch: " + err.Error()}
+	}
+	if cs.Spec.Verify != nil {
+		keys, err := r.trustedKeys(ctx, cs)
+		if err == nil {
+			err = repo.Verify(head, keys)
+		}
+		if err != nil {
+			return "", &outcome.Outcome{Kind: outcome.Failed, Reason: agentv1alpha1.ReasonVerificationFailed, Message: err.Error()}
+		}
+	}
+	return head, nil
+}
+
+// load reads the commit's objects and applies the cell's policy to them.
+func (r *CellSyncReconciler) load(cs *agentv1alpha1.CellSync, repo *source.Repo, commit string) ([]*unstructured.Unstructured, *outcome.Outcome) {
+	files, err := repo.Files(commit)
+	if err != nil {
+		return nil, &outcome.Outcome{Kind: outcome.Stalled, Reason: meta.BuildFailedReason, Message: fmt.Sprintf("Cannot read commit %s: %v", short(commit), err)}
+	}
+	objs, err := manifests.Build(files)
+	if err == nil {
+		err = manifests.Check(objs, manifests.Policy{
+			Namespaces: cs.Spec.Policy.Namespaces, AllowedKinds: cs.Spec.Policy.AllowedKinds, AllowClusterScoped: cs.Spec.Policy.AllowClusterScoped,
+		}, manifests.ScopeFromMapper(r.RESTMapper()))
+	}
+	var inv *manifests.InvalidError
+	if errors.As(err, &inv) {
+		return nil, &outcome.Outcome{Kind: outcome.Stalled, Reason: inv.Reason, Message: fmt.Sprintf("Commit %s: %s", short(commit), inv.Message)}
+	}
+	if err != nil {
+		return nil, &outcome.Outcome{Kind: outcome.Retrying, Reason: meta.BuildFailedReason, Message: err.Error()}
+	}
+	return objs, nil
+}
+
+// apply dry-runs, applies and prunes, and records the inventory.
+func (r *CellSyncReconciler) apply(ctx context.Context, cs *agentv1alpha1.CellSync, objs []*unstructured.Unstructured) *outcome.Outcome {
+	engine, err := r.engine(cs)
+	if err != nil {
+		return &outcome.Outcome{Kind: outcome.Stalled, Reason: agentv1alpha1.ReasonApplyFailed, Message: err.Error()}
+	}
+	owner := client.ObjectKeyFromObject(cs)
+	if _, err := engine.Apply(ctx, objs, owner, cs.TimeoutOrDefault()); err != nil {
+		var dry *apply.DryRunError
+		if errors.As(err, &dry) {
+			return &outcome.Outcome{Kind: outcome.Stalled, Reason: agentv1alpha1.ReasonDryRunFailed, Message: dry.Message}
+		}
+		return &outcome.Outcome{Kind: outcome.Retrying, Reason: agentv1alpha1.ReasonApplyFailed, Message: err.Error()}
+	}
+	if cs.Spec.Prune && cs.Status.Inventory != nil {
+		deleted, err := engine.Prune(ctx, owner, cs.Status.Inventory.Entries, objs)
+		if err != nil {
+			return &outcome.Outcome{Kind: outcome.Retrying, Reason: meta.PruneFailedReason, Message: err.Error()}
+		}
+		if len(deleted) > 0 {
+			r.Recorder.Eventf(cs, corev1.EventTypeNormal, "Pruned", "Pruned %s", strings.Join(deleted, ", "))
+		}
+	}
+	cs.Status.Inventory = &agentv1alpha1.ResourceInventory{Entries: apply.Inventory(objs)}
+	return nil
+}
+
+func (r *CellSyncReconciler) health(ctx context.Context, objs []*unstructured.Unstructured, timeout time.Duration) []apply.Health {
+	poll := r.HealthPoll
+	if poll <= 0 {
+		poll = 500 * time.Millisecond
+	}
+	return apply.WaitForHealth(ctx, r.Client, objs, timeout, poll)
+}
+
+// finalize prunes what the CellSync applied (when prune is on) and lets it go.
+func (r *CellSyncReconciler) finalize(ctx context.Context, cs *agentv1alpha1.CellSync) (outcome.Outcome, error) {
+	if cs.Spec.Prune && cs.Status.Inventory != nil && !cs.Spec.Suspend {
+		engine, err := r.engine(cs)
+		if err == nil {
+			_, err = engine.Prune(ctx, client.ObjectKeyFromObject(cs), cs.Status.Inventory.Entries, nil)
+		}
+		if err != nil {
+			return outcome.Outcome{Kind: outcome.Retrying, Reason: meta.PruneFailedReason, Message: err.Error()}, err
+		}
+	}
+	controllerutil.RemoveFinalizer(cs, Finalizer)
+	r.mu.Lock()
+	delete(r.state, client.ObjectKeyFromObject(cs))
+	r.mu.Unlock()
+	return outcome.Outcome{Kind: outcome.Waiting, Reason: "Deleting", Message: "Pruned and released"}, nil
+}
+
+func (r *CellSyncReconciler) stateFor(key types.NamespacedName) *syncState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state == nil {
+		r.state = map[types.NamespacedName]*syncState{}
+	}
+	st, ok := r.state[key]
+	if !ok {
+		st = &syncState{}
+		r.state[key] = st
+	}
+	return st
+}
+
+func (r *CellSyncReconciler) repoFor(cs *agentv1alpha1.CellSync, st *syncState) (*source.Repo, error) {
+	want := cs.Spec.URL + "#" + cs.BranchName()
+	if st.repo != nil && st.repoFor == want {
+		return st.repo, nil
+	}
+	repo, err := source.Open(filepath.Join(r.DataDir, cs.Namespace+"_"+cs.Name+".git"), cs.Spec.URL, cs.BranchName())
+	if err != nil {
+		return nil, err
+	}
+	st.repo, st.repoFor = repo, want
+	return repo, nil
+}
+
+func (r *CellSyncReconciler) auth(ctx context.Context, cs *agentv1alpha1.CellSync) (transport.AuthMethod, error) {
+	if cs.Spec.SecretRef == nil {
+		return nil, nil
+	}
+	s := &corev1.Secret{}
+	if err := r.Get(ctx, client.ObjectKey{Namespace: cs.Namespace, Name: cs.Spec.SecretRef.Name}, s); err != nil {
+		return nil, fmt.Errorf("failed to read the Git credentials Secret %q: %w", cs.Spec.SecretRef.Name, err)
+	}
+	return gitstore.AuthFromSecret(s, cs.Spec.URL)
+}
+
+func (r *CellSyncReconciler) trustedKeys(ctx context.Context, cs *agentv1alpha1.CellSync) ([]string, error) {
+	s := &corev1.Secret{}
+	if err := r.Get(ctx, client.ObjectKey{Namespace: cs.Namespace, Name: cs.Spec.Verify.SecretRef.Name}, s); err != nil {
+		return nil, fmt.Errorf("failed to read the trusted keys Secret %q: %w", cs.Spec.Verify.SecretRef.Name, err)
+	}
+	var keys []string
+	for _, v := range s.Data {
+		keys = append(keys, string(v))
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("the trusted keys Secret %q holds no keys", cs.Spec.Verify.SecretRef.Name)
+	}
+	return keys, nil
+}
+
+// engine applies as the agent, or as spec.serviceAccountName when set.
+func (r *CellSyncReconciler) engine(cs *agentv1alpha1.CellSync) (*apply.Engine, error) {
+	if cs.Spec.ServiceAccountName == "" {
+		return apply.New(r.Client), nil
+	}
+	cfg := rest.CopyConfig(r.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: fmt.Sprintf("system:serviceaccount:%s:%s", cs.Namespace, cs.Spec.ServiceAccountName)}
+	c, err := client.New(cfg, client.Options{Scheme: r.Scheme(), Mapper: r.RESTMapper()})
+	if err != nil {
+		return nil, fmt.Errorf("failed to impersonate %s: %w", cfg.Impersonate.UserName, err)
+	}
+	return apply.New(c), nil
+}
+
+// SetupWithManager registers the reconciler.
+func (r *CellSyncReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&agentv1alpha1.CellSync{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		Named("cellsync").
+		Complete(r)
+}
+
+func revision(branch, commit string) string { return branch + "@sha1:" + commit }
+
+func commitOf(rev string) string {
+	if i := strings.LastIndex(rev, "@sha1:"); i >= 0 {
+		return rev[i+len("@sha1:"):]
+	}
+	return ""
+}
+
+func short(commit string) string {
+	if len(commit) > 12 {
+		return commit[:12]
+	}
+	return commit
+}

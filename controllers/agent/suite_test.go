@@ -1,0 +1,128 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/cellsync/cellsync/agent/manager"
+	"github.com/cellsync/cellsync/hub/gitstore"
+	"github.com/cellsync/cellsync/test/testenv"
+)
+
+const (
+	agentNamespace = "agent-system"
+	gitUser        = "agent"
+	gitPassword    = "pull-only-please"
+	repoName       = "gitops"
+)
+
+var (
+	member    *testenv.Cluster
+	k8s       client.Client
+	gitServer *testenv.GitServer
+	repoURL   string
+)
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	level := zapcore.DPanicLevel
+	if os.Getenv("CELLSYNC_TEST_VERBOSE") != "" {
+		level = zapcore.Level(-4)
+	}
+	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.Level(level)))
+	var err error
+	member, err = testenv.StartCluster(testenv.ClusterOptions{HubCRDs: true, KwokStages: []string{testenv.KnativeStages()}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() { _ = member.Stop() }()
+	gitServer, err = testenv.StartGitServer(gitUser, gitPassword)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer gitServer.Close()
+	if repoURL, err = gitServer.CreateRepo(repoName); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	k8s, err = client.New(member.Config, client.Options{Scheme: manager.Scheme()})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := seed(agentNamespace); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	stop, err := startAgent(agentNamespace, "")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer stop()
+	return m.Run()
+}
+
+// seed makes a namespace for CellSyncs with the Git credentials Secret in it.
+func seed(ns string) error {
+	ctx := context.Background()
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		return err
+	}
+	return k8s.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "git", Namespace: ns},
+		Data:       map[string][]byte{gitstore.SecretUsername: []byte(gitUser), gitstore.SecretPassword: []byte(gitPassword)},
+	})
+}
+
+// startAgent runs an agent manager that serves the CellSyncs of one namespace, with its mirrors
+// in dataDir (a new temporary folder when empty). The returned func stops it and waits.
+func startAgent(ns, dataDir string) (func(), error) {
+	if dataDir == "" {
+		d, err := os.MkdirTemp("", "cellsync-agent-")
+		if err != nil {
+			return nil, err
+		}
+		dataDir = d
+	}
+	mgr, err := ctrl.NewManager(member.Config, ctrl.Options{
+		Scheme:                 manager.Scheme(),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
+		// Tests run several agents in one process, each for its own namespace.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := manager.Setup(mgr, manager.Config{DataDir: dataDir, HealthPoll: 100 * time.Millisecond}); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := mgr.Start(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "agent manager stopped:", err)
+		}
+	}()
+	return func() { cancel(); <-done }, nil
+}
