@@ -15,8 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 	"github.com/cellsync/cellsync/agent/manifests"
+	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 )
 
 // Engine applies objects with one client (the agent's, or an impersonated one).

@@ -18,8 +18,8 @@ type Health struct {
 	App          string
 	AppNamespace string
 	Namespace    string
-	Name      string
-	Kind      string
+	Name         string
+	Kind         string
 	// Ready is true when healthy; false when failed or still progressing at the deadline.
 	Ready bool
 	// Failed is true when the object reports a failure (not just slowness).

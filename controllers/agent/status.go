@@ -15,8 +15,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/yaml"
 
-	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 	"github.com/cellsync/cellsync/agent/apply"
+	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 	"github.com/cellsync/cellsync/controllers/outcome"
 )
 

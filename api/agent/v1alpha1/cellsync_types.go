@@ -18,8 +18,8 @@ const (
 
 // Labels and field manager the agent puts on what it applies.
 const (
-	FieldManager   = "cellsync-agent"
-	OwnerGroup     = "agent.cellsync.io"
+	FieldManager    = "cellsync-agent"
+	OwnerGroup      = "agent.cellsync.io"
 	StatusRefPrefix = "status/"
 )
 
