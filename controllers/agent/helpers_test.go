@@ -175,3 +175,15 @@ func statusReport(g Gomega, cell string) *agentv1alpha1.StatusReport {
 func gitOut(args ...string) (string, error) {
 	return testenv.Git(gitServer.RepoDir(repoName), args...)
 }
+
+// svcReady is a Knative Service's Ready condition status.
+func svcReady(svc *unstructured.Unstructured) string {
+	conds, _, _ := unstructured.NestedSlice(svc.Object, "status", "conditions")
+	for _, c := range conds {
+		if m, ok := c.(map[string]any); ok && m["type"] == "Ready" {
+			s, _ := m["status"].(string)
+			return s
+		}
+	}
+	return ""
+}
