@@ -5,18 +5,13 @@ import (
 	"fmt"
 	"os"
 	"testing"
-	"time"
 
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/cellsync/cellsync/agent/manager"
 	"github.com/cellsync/cellsync/hub/gitstore"
@@ -92,37 +87,7 @@ func seed(ns string) error {
 	})
 }
 
-// startAgent runs an agent manager that serves the CellSyncs of one namespace, with its mirrors
-// in dataDir (a new temporary folder when empty). The returned func stops it and waits.
+// startAgent runs an agent for the CellSyncs of ns on the member cluster.
 func startAgent(ns, dataDir string) (func(), error) {
-	if dataDir == "" {
-		d, err := os.MkdirTemp("", "cellsync-agent-")
-		if err != nil {
-			return nil, err
-		}
-		dataDir = d
-	}
-	mgr, err := ctrl.NewManager(member.Config, ctrl.Options{
-		Scheme:                 manager.Scheme(),
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
-		// Tests run several agents in one process, each for its own namespace.
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err := manager.Setup(mgr, manager.Config{DataDir: dataDir, HealthPoll: 100 * time.Millisecond}); err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := mgr.Start(ctx); err != nil {
-			fmt.Fprintln(os.Stderr, "agent manager stopped:", err)
-		}
-	}()
-	return func() { cancel(); <-done }, nil
+	return testenv.StartAgent(member.Config, ns, dataDir)
 }

@@ -3,23 +3,36 @@ package hub
 import (
 	"context"
 	"fmt"
+	"time"
 
+	"github.com/fluxcd/pkg/runtime/conditions"
 	"github.com/fluxcd/pkg/runtime/patch"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	"github.com/cellsync/cellsync/controllers/outcome"
+	"github.com/cellsync/cellsync/hub/intake"
 )
 
-// CellReconciler checks a cell's spec and publishes its branch.
+// CellReconciler checks a cell's spec, publishes its branch, and judges its agent's reports.
 type CellReconciler struct {
 	client.Client
 	Recorder record.EventRecorder
+	// Reports holds the agents' last reports; Events names cells whose report changed.
+	Reports *intake.Reports
+	Events  <-chan event.GenericEvent
+	// StaleAfter is how old a heartbeat may be before the cell is Stale.
+	StaleAfter time.Duration
 }
 
 // +kubebuilder:rbac:groups=hub.cellsync.io,resources=cells,verbs=get;list;watch
@@ -34,7 +47,7 @@ func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (resul
 	patcher := patch.NewSerialPatcher(cell, r.Client)
 	var out outcome.Outcome
 	defer func() {
-		if err := outcome.Finish(ctx, patcher, cell, out, r.Recorder, FieldManager); err != nil {
+		if err := outcome.Finish(ctx, patcher, cell, out, r.Recorder, FieldManager, hubv1alpha1.StaleCondition); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
 	}()
@@ -48,7 +61,38 @@ func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (resul
 	if out.Kind == outcome.Stalled {
 		return ctrl.Result{}, reconcile.TerminalError(fmt.Errorf("%s", out.Message))
 	}
+	entry, ok := r.Reports.Get(cell.Name)
+	view := intake.View(entry, ok, time.Now(), r.StaleAfter)
+	out = cellHealth(cell, view)
+	if view.HasReport && !view.Stale {
+		// Look again when the heartbeat would turn stale.
+		return ctrl.Result{RequeueAfter: time.Until(view.StaleAt) + time.Second}, nil
+	}
 	return ctrl.Result{}, nil
+}
+
+// cellHealth writes what the agent's report says into the cell's status. A stale cell is never
+// Ready, whatever its last report said.
+func cellHealth(cell *hubv1alpha1.Cell, v intake.CellView) outcome.Outcome {
+	switch {
+	case !v.HasReport:
+		conditions.MarkUnknown(cell, hubv1alpha1.StaleCondition, hubv1alpha1.ReasonNoReport, "%s", v.Message)
+		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonNoReport, Message: v.Message}
+	}
+	hb := v.Heartbeat
+	cell.Status.LastHeartbeatTime = &hb
+	cell.Status.LastAppliedCommit = v.Applied
+	switch {
+	case v.Stale:
+		conditions.MarkTrue(cell, hubv1alpha1.StaleCondition, hubv1alpha1.ReasonStale, "%s", v.Message)
+		return outcome.Outcome{Kind: outcome.Failed, Reason: hubv1alpha1.ReasonStale, Message: v.Message}
+	case !v.AgentReady:
+		conditions.MarkFalse(cell, hubv1alpha1.StaleCondition, hubv1alpha1.ReasonHeartbeat, "Heartbeat is fresh")
+		return outcome.Outcome{Kind: outcome.Failed, Reason: hubv1alpha1.ReasonAgentNotReady, Message: v.Message}
+	default:
+		conditions.MarkFalse(cell, hubv1alpha1.StaleCondition, hubv1alpha1.ReasonHeartbeat, "Heartbeat is fresh")
+		return outcome.Outcome{Kind: outcome.Succeeded, Reason: hubv1alpha1.ReasonAgentReady, Message: v.Message}
+	}
 }
 
 // checkCell validates what the schema cannot: namespace names and a branch no other cell uses.
@@ -67,7 +111,11 @@ func checkCell(cell *hubv1alpha1.Cell, all []hubv1alpha1.Cell) outcome.Outcome {
 	return outcome.Outcome{Kind: outcome.Succeeded, Reason: hubv1alpha1.ReasonAccepted, Message: fmt.Sprintf("Cell is registered; its manifests go to branch %s", cell.BranchName())}
 }
 
-// SetupWithManager registers the reconciler.
+// SetupWithManager registers the reconciler: cells, and cells whose report changed.
 func (r *CellReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).For(&hubv1alpha1.Cell{}).Named("cell").Complete(r)
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&hubv1alpha1.Cell{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WatchesRawSource(source.Channel(r.Events, &handler.EnqueueRequestForObject{})).
+		Named("cell").
+		Complete(r)
 }

@@ -2,8 +2,12 @@ package hub
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fluxcd/pkg/apis/meta"
@@ -19,14 +23,17 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	"github.com/cellsync/cellsync/controllers/outcome"
 	"github.com/cellsync/cellsync/hub/cellbranch"
 	"github.com/cellsync/cellsync/hub/gitstore"
+	"github.com/cellsync/cellsync/hub/intake"
 	"github.com/cellsync/cellsync/hub/placement"
 	"github.com/cellsync/cellsync/hub/render"
 )
@@ -41,6 +48,20 @@ type ServerlessAppReconciler struct {
 	Recorder record.EventRecorder
 	// Resync re-renders every app this often (jittered), repairing branches changed by hand.
 	Resync time.Duration
+	// Reports holds the agents' last reports; Events names apps whose reports changed.
+	Reports    *intake.Reports
+	Events     <-chan event.GenericEvent
+	StaleAfter time.Duration
+
+	mu       sync.Mutex
+	rendered map[types.NamespacedName]renderMark
+}
+
+// renderMark remembers the inputs of an app's last successful render, so that a reconcile
+// caused by a report (not by a change) skips Git until the resync is due.
+type renderMark struct {
+	fingerprint string
+	at          time.Time
 }
 
 // +kubebuilder:rbac:groups=hub.cellsync.io,resources=serverlessapps,verbs=get;list;watch;update;patch
@@ -94,19 +115,24 @@ func (r *ServerlessAppReconciler) reconcile(ctx context.Context, app *hubv1alpha
 	if err != nil {
 		return r.fail(err)
 	}
+	again := r.summarize(app, res.Names())
+	fp := fingerprint(app, pl, cells)
+	if r.unchanged(client.ObjectKeyFromObject(app), fp) {
+		return appOutcome(app, res, 0), ctrl.Result{RequeueAfter: again}, nil
+	}
 	rendered, err := renderCells(app, pl, res)
 	if err != nil {
 		return r.fail(err)
 	}
 	key := cellbranch.AppKey{Namespace: app.Namespace, Name: app.Name}
-	source := app.Annotations[hubv1alpha1.SourceCommitAnnotation]
+	sourceCommit := app.Annotations[hubv1alpha1.SourceCommitAnnotation]
 	result, err := r.Store.Apply(ctx, gitstore.Update{
 		Message:  fmt.Sprintf("Render %s revision %s to %d cells", key, render.AppRevision(app), len(rendered)),
 		Branches: allBranches(cells),
 		Prefixes: []string{hubv1alpha1.CellBranchPrefix},
 		Edit: func(branch string, files *gitstore.Tree) error {
 			if c, ok := rendered[branch]; ok {
-				return cellbranch.PutApp(files, c.meta, key, c.app, source, app.Generation)
+				return cellbranch.PutApp(files, c.meta, key, c.app, sourceCommit, app.Generation)
 			}
 			return cellbranch.RemoveApp(files, cellMetaOf(branch, cells), key)
 		},
@@ -117,19 +143,93 @@ func (r *ServerlessAppReconciler) reconcile(ctx context.Context, app *hubv1alpha
 	app.Status.Revision = render.AppRevision(app)
 	app.Status.CellCount = len(res.Cells)
 	app.Status.Cells = boundedNames(res.Names())
-	app.Status.SourceCommit = source
-	msg := fmt.Sprintf("Revision %s rendered to %d cells", app.Status.Revision, len(res.Cells))
+	app.Status.SourceCommit = sourceCommit
 	if len(result.Commits) > 0 {
-		msg += fmt.Sprintf(" (%d branches updated)", len(result.Commits))
 		r.Recorder.Eventf(app, corev1.EventTypeNormal, hubv1alpha1.ReasonRendered, "Committed revision %s to %d cell branches", app.Status.Revision, len(result.Commits))
+	}
+	r.remember(client.ObjectKeyFromObject(app), fp)
+	return appOutcome(app, res, len(result.Commits)), ctrl.Result{RequeueAfter: again}, nil
+}
+
+// appOutcome says how the app stands once its branches are written.
+func appOutcome(app *hubv1alpha1.ServerlessApp, res *placement.Result, commits int) outcome.Outcome {
+	if len(res.Cells) == 0 {
+		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonNoCells, Message: "The placement resolves no cells yet"}
+	}
+	msg := fmt.Sprintf("Revision %s rendered to %d cells, ready in %d", app.Status.Revision, len(res.Cells), app.Status.ReadyCells)
+	if commits > 0 {
+		msg += fmt.Sprintf(" (%d branches updated)", commits)
 	}
 	if len(res.Missing) > 0 {
 		msg += fmt.Sprintf("; placement names missing cells: %s", strings.Join(res.Missing, ", "))
 	}
-	if len(res.Cells) == 0 {
-		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonNoCells, Message: "The placement resolves no cells yet"}, ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
+	return outcome.Outcome{Kind: outcome.Succeeded, Reason: hubv1alpha1.ReasonRendered, Message: msg}
+}
+
+// summarize fills the per-cell summary from the agents' reports and returns when to look
+// again: when the first of the app's fresh cells would turn stale, or at the resync.
+func (r *ServerlessAppReconciler) summarize(app *hubv1alpha1.ServerlessApp, cells []string) time.Duration {
+	statuses, staleAt := intake.AppCells(app, cells, r.Reports, time.Now(), r.StaleAfter)
+	app.Status.ReadyCells = 0
+	for _, s := range statuses {
+		if s.Ready {
+			app.Status.ReadyCells++
+		}
 	}
-	return outcome.Outcome{Kind: outcome.Succeeded, Reason: hubv1alpha1.ReasonRendered, Message: msg}, ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
+	if len(statuses) > hubv1alpha1.MaxStatusCells {
+		statuses = statuses[:hubv1alpha1.MaxStatusCells]
+	}
+	app.Status.CellStatuses = statuses
+	next := outcome.Jitter(r.Resync)
+	if !staleAt.IsZero() && time.Until(staleAt)+time.Second < next {
+		next = time.Until(staleAt) + time.Second
+	}
+	return next
+}
+
+func (r *ServerlessAppReconciler) unchanged(key types.NamespacedName, fp string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m, ok := r.rendered[key]
+	return ok && m.fingerprint == fp && time.Since(m.at) < r.Resync
+}
+
+func (r *ServerlessAppReconciler) remember(key types.NamespacedName, fp string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.rendered == nil {
+		r.rendered = map[types.NamespacedName]renderMark{}
+	}
+	if fp == "" {
+		delete(r.rendered, key)
+		return
+	}
+	r.rendered[key] = renderMark{fingerprint: fp, at: time.Now()}
+}
+
+// fingerprint hashes everything a render depends on: the app's spec and the annotations that
+// change its output or ask for a reconcile, the placement, and every cell (placed or not, since
+// an app must leave cells it no longer runs in).
+func fingerprint(app *hubv1alpha1.ServerlessApp, pl *hubv1alpha1.CellPlacement, cells []hubv1alpha1.Cell) string {
+	type cellInput struct {
+		Name   string
+		Labels map[string]string
+		Spec   hubv1alpha1.CellSpec
+	}
+	in := struct {
+		App         hubv1alpha1.ServerlessAppSpec
+		Source      string
+		Requested   string
+		Placement   hubv1alpha1.CellPlacementSpec
+		PlacementNS string
+		Cells       []cellInput
+	}{App: app.Spec, Source: app.Annotations[hubv1alpha1.SourceCommitAnnotation], Requested: app.Annotations[meta.ReconcileRequestAnnotation], Placement: pl.Spec, PlacementNS: pl.Namespace}
+	for i := range cells {
+		in.Cells = append(in.Cells, cellInput{Name: cells[i].Name, Labels: cells[i].Labels, Spec: cells[i].Spec})
+	}
+	b, _ := json.Marshal(in)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 // fail turns an engine error into an outcome and the controller's result: stalled errors are
@@ -170,6 +270,7 @@ func (r *ServerlessAppReconciler) finalize(ctx context.Context, app *hubv1alpha1
 		return o, ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
 	}
 	controllerutil.RemoveFinalizer(app, hubv1alpha1.Finalizer)
+	r.remember(client.ObjectKeyFromObject(app), "")
 	log := ctrl.LoggerFrom(ctx)
 	log.Info("Removed app from every cell branch", "app", klog.KObj(app))
 	return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonDeleting, Message: "Removed from every cell branch"}, ctrl.Result{}, nil
@@ -229,6 +330,7 @@ func (r *ServerlessAppReconciler) SetupWithManager(mgr ctrl.Manager, workers int
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&hubv1alpha1.Cell{}, handler.EnqueueRequestsFromMapFunc(r.allApps),
 			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
+		WatchesRawSource(source.Channel(r.Events, &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Named("serverlessapp").
 		Complete(r)

@@ -35,7 +35,11 @@ var (
 	k8s        client.Client
 	gitServer  *testenv.GitServer
 	signingKey *openpgp.Entity
+	repoURL    string
 )
+
+// staleAfter is the hub's heartbeat threshold in this suite.
+const staleAfter = 3 * time.Second
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -56,6 +60,7 @@ func run(m *testing.M) int {
 	}
 	defer gitServer.Close()
 	url, err := gitServer.CreateRepo(repoName)
+	repoURL = url
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -84,12 +89,14 @@ func run(m *testing.M) int {
 		return 1
 	}
 	if _, err := manager.Setup(mgr, manager.Config{
-		Namespace:     hubNamespace,
-		GitURL:        url,
-		GitSecret:     "git-credentials",
-		SigningSecret: "signing-key",
-		Resync:        10 * time.Minute,
-		PushRetryBase: 20 * time.Millisecond,
+		Namespace:      hubNamespace,
+		GitURL:         url,
+		GitSecret:      "git-credentials",
+		SigningSecret:  "signing-key",
+		Resync:         10 * time.Minute,
+		PushRetryBase:  20 * time.Millisecond,
+		StatusInterval: 300 * time.Millisecond,
+		StaleAfter:     staleAfter,
 	}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

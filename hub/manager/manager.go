@@ -18,6 +18,7 @@ import (
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	hubcontrollers "github.com/cellsync/cellsync/controllers/hub"
 	"github.com/cellsync/cellsync/hub/gitstore"
+	"github.com/cellsync/cellsync/hub/intake"
 )
 
 // Config is the hub's configuration.
@@ -38,6 +39,10 @@ type Config struct {
 	Workers int
 	// PushRetryBase is the first backoff after a rejected push (0 for the default).
 	PushRetryBase time.Duration
+	// StatusInterval is how often the agents' status refs are read.
+	StatusInterval time.Duration
+	// StaleAfter is how old a cell's heartbeat may be before the cell is Stale.
+	StaleAfter time.Duration
 }
 
 // Scheme returns a scheme with the core kinds and the hub API.
@@ -56,6 +61,12 @@ func Setup(mgr ctrl.Manager, cfg Config) (*gitstore.Store, error) {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 2
 	}
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = 10 * time.Second
+	}
+	if cfg.StaleAfter <= 0 {
+		cfg.StaleAfter = 2 * time.Minute
+	}
 	reader := mgr.GetAPIReader()
 	store, err := gitstore.New(gitstore.Options{
 		URL:         cfg.GitURL,
@@ -69,15 +80,24 @@ func Setup(mgr ctrl.Manager, cfg Config) (*gitstore.Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	reports := intake.NewReports()
+	in := intake.New(store, reports, cfg.StatusInterval)
+	if err := mgr.Add(in); err != nil {
+		return nil, err
+	}
 	// core/v1 events: what kubectl describe and Flux's notification tooling read.
 	events := mgr.GetEventRecorderFor("cellsync-hub") //nolint:staticcheck
-	if err := (&hubcontrollers.CellReconciler{Client: mgr.GetClient(), Recorder: events}).SetupWithManager(mgr); err != nil {
+	cells := &hubcontrollers.CellReconciler{Client: mgr.GetClient(), Recorder: events, Reports: reports, Events: in.Cells, StaleAfter: cfg.StaleAfter}
+	if err := cells.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("failed to set up the Cell controller: %w", err)
 	}
 	if err := (&hubcontrollers.CellPlacementReconciler{Client: mgr.GetClient(), Recorder: events, Resync: cfg.Resync}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("failed to set up the CellPlacement controller: %w", err)
 	}
-	apps := &hubcontrollers.ServerlessAppReconciler{Client: mgr.GetClient(), Store: store, Recorder: events, Resync: cfg.Resync}
+	apps := &hubcontrollers.ServerlessAppReconciler{
+		Client: mgr.GetClient(), Store: store, Recorder: events, Resync: cfg.Resync,
+		Reports: reports, Events: in.Apps, StaleAfter: cfg.StaleAfter,
+	}
 	if err := apps.SetupWithManager(mgr, cfg.Workers); err != nil {
 		return nil, fmt.Errorf("failed to set up the ServerlessApp controller: %w", err)
 	}

@@ -45,4 +45,9 @@ const (
 	ReasonConflict          = "Conflict"
 	ReasonSuspended         = "Suspended"
 	ReasonDeleting          = "Deleting"
+	ReasonNoReport          = "NoReport"
+	ReasonStale             = "Stale"
+	ReasonHeartbeat         = "HeartbeatFresh"
+	ReasonAgentReady        = "AgentReady"
+	ReasonAgentNotReady     = "AgentNotReady"
 )

@@ -140,6 +140,16 @@ type ServerlessAppStatus struct {
 	// +listType=set
 	Cells []string `json:"cells,omitempty"`
 
+	// ReadyCells is how many of the app's cells report it ready with a fresh heartbeat.
+	// +optional
+	ReadyCells int `json:"readyCells,omitempty"`
+
+	// CellStatuses is the app's state in each cell, from the agents' reports; at most 256.
+	// +optional
+	// +listType=map
+	// +listMapKey=cell
+	CellStatuses []CellAppStatus `json:"cellStatuses,omitempty"`
+
 	// SourceCommit is the main-branch commit the rendered spec came from, when synced from Git.
 	// +optional
 	SourceCommit string `json:"sourceCommit,omitempty"`
@@ -154,6 +164,19 @@ type ServerlessAppStatus struct {
 	meta.ReconcileRequestStatus `json:",inline"`
 }
 
+// CellAppStatus is an app's state in one cell.
+type CellAppStatus struct {
+	Cell string `json:"cell"`
+	// Ready is true when the cell's agent reports the app ready, with a fresh heartbeat.
+	Ready bool `json:"ready"`
+	// Revision is the latest ready revision the cell reports.
+	// +optional
+	Revision string `json:"revision,omitempty"`
+	// Message says why the app is not ready there.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
 // ServerlessApp is a serverless app the hub renders into every cell it is placed on.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
@@ -162,6 +185,7 @@ type ServerlessAppStatus struct {
 // +kubebuilder:printcolumn:name="Placement",type=string,JSONPath=`.spec.placementRef.name`
 // +kubebuilder:printcolumn:name="Revision",type=string,JSONPath=`.status.revision`
 // +kubebuilder:printcolumn:name="Cells",type=integer,JSONPath=`.status.cellCount`
+// +kubebuilder:printcolumn:name="Ready-Cells",type=integer,JSONPath=`.status.readyCells`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

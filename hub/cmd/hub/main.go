@@ -32,6 +32,8 @@ func main() {
 	flag.StringVar(&cfg.AuthorEmail, "git-author-email", "hub@cellsync.io", "Author email of the hub's commits.")
 	flag.DurationVar(&cfg.Resync, "resync-interval", 10*time.Minute, "How often every app is rendered again, repairing branches changed by hand.")
 	flag.IntVar(&cfg.Workers, "workers", 2, "How many apps render at once.")
+	flag.DurationVar(&cfg.StatusInterval, "status-interval", 10*time.Second, "How often the agents' status/<cell> refs are read (one ref listing each time).")
+	flag.DurationVar(&cfg.StaleAfter, "stale-after", 2*time.Minute, "A cell whose last heartbeat is older than this is Stale and never Ready.")
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the health probes.")
 	flag.BoolVar(&leaderElect, "leader-elect", true, "Elect a leader so that only one hub replica writes Git.")

@@ -1,0 +1,114 @@
+package hub_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/fluxcd/pkg/apis/meta"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/cellsync/cellsync/agent/manager"
+	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
+	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
+	"github.com/cellsync/cellsync/hub/gitstore"
+	"github.com/cellsync/cellsync/test/testenv"
+)
+
+// A real agent in a member cluster reports through Git; the hub sees it: the Cell's heartbeat
+// and applied commit update and the app's per-cell summary fills in. Once the agent stops, the
+// Cell turns Stale after the threshold and no longer counts as Ready.
+func TestHubSeesAgentReports(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+
+	member, err := testenv.StartCluster(testenv.ClusterOptions{HubCRDs: true, KwokStages: []string{testenv.KnativeStages()}})
+	g.Expect(err).NotTo(HaveOccurred())
+	defer func() { _ = member.Stop() }()
+	mc, err := client.New(member.Config, client.Options{Scheme: manager.Scheme()})
+	g.Expect(err).NotTo(HaveOccurred())
+	for _, ns := range []string{"cellsync-system", "apps"} {
+		g.Expect(mc.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+	}
+	g.Expect(mc.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "git", Namespace: "cellsync-system"},
+		Data: map[string][]byte{gitstore.SecretUsername: []byte(gitUser), gitstore.SecretPassword: []byte(gitPassword)}})).To(Succeed())
+
+	newNamespace(t, "intake", "")
+	cell := newCell(t, "s-1", "member-s", nil)
+	app := newApp("intake", "reported", "p", "ghcr.io/acme/reported:v1")
+	create(t, newPlacement("intake", "p", hubv1alpha1.CellPlacementSpec{Cells: []string{"s-1"}}), app)
+	waitReady(t, app)
+
+	// Before any report: the cell is not Ready, and says why.
+	waitCell(t, cell, func(g Gomega, c *hubv1alpha1.Cell) {
+		g.Expect(apimeta.FindStatusCondition(c.Status.Conditions, meta.ReadyCondition).Reason).To(Equal(hubv1alpha1.ReasonNoReport))
+	})
+
+	stop, err := testenv.StartAgent(member.Config, "cellsync-system", "")
+	g.Expect(err).NotTo(HaveOccurred())
+	stopped := false
+	defer func() {
+		if !stopped {
+			stop()
+		}
+	}()
+	g.Expect(mc.Create(ctx, &agentv1alpha1.CellSync{
+		ObjectMeta: metav1.ObjectMeta{Name: "s-1", Namespace: "cellsync-system"},
+		Spec: agentv1alpha1.CellSyncSpec{
+			Cell: "s-1", URL: repoURL, SecretRef: &meta.LocalObjectReference{Name: "git"},
+			Interval: metav1.Duration{Duration: 2 * time.Second}, HeartbeatInterval: &metav1.Duration{Duration: time.Second},
+			Timeout: &metav1.Duration{Duration: 15 * time.Second}, Prune: true,
+			Policy: agentv1alpha1.Policy{Namespaces: []string{"apps"}},
+		},
+	})).To(Succeed())
+
+	head := heads(t)["cells/s-1"]
+	got := waitCell(t, cell, func(g Gomega, c *hubv1alpha1.Cell) {
+		g.Expect(c.Status.LastAppliedCommit).To(Equal(head))
+		g.Expect(c.Status.LastHeartbeatTime).NotTo(BeNil())
+		g.Expect(apimeta.IsStatusConditionTrue(c.Status.Conditions, meta.ReadyCondition)).To(BeTrue())
+		g.Expect(apimeta.IsStatusConditionFalse(c.Status.Conditions, hubv1alpha1.StaleCondition)).To(BeTrue())
+	})
+	first := got.Status.LastHeartbeatTime.Time
+	waitFor(t, app, func(g Gomega, a *hubv1alpha1.ServerlessApp) {
+		g.Expect(a.Status.ReadyCells).To(Equal(1))
+		g.Expect(a.Status.CellStatuses).To(HaveLen(1))
+		g.Expect(a.Status.CellStatuses[0].Cell).To(Equal("s-1"))
+		g.Expect(a.Status.CellStatuses[0].Ready).To(BeTrue())
+		g.Expect(a.Status.CellStatuses[0].Revision).To(HavePrefix("reported-"))
+	})
+	// Heartbeats keep coming while the agent runs.
+	waitCell(t, cell, func(g Gomega, c *hubv1alpha1.Cell) {
+		g.Expect(c.Status.LastHeartbeatTime.Time).To(BeTemporally(">", first))
+	})
+
+	// The agent stops: after the threshold the cell is Stale and not Ready; so is the app there.
+	stop()
+	stopped = true
+	got = waitCell(t, cell, func(g Gomega, c *hubv1alpha1.Cell) {
+		g.Expect(apimeta.IsStatusConditionTrue(c.Status.Conditions, hubv1alpha1.StaleCondition)).To(BeTrue())
+		ready := apimeta.FindStatusCondition(c.Status.Conditions, meta.ReadyCondition)
+		g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
+		g.Expect(ready.Reason).To(Equal(hubv1alpha1.ReasonStale))
+	})
+	g.Expect(time.Since(got.Status.LastHeartbeatTime.Time)).To(BeNumerically(">=", staleAfter))
+	waitFor(t, app, func(g Gomega, a *hubv1alpha1.ServerlessApp) {
+		g.Expect(a.Status.ReadyCells).To(Equal(0))
+		g.Expect(a.Status.CellStatuses[0].Message).To(ContainSubstring("older than"))
+	})
+}
+
+func waitCell(t *testing.T, cell *hubv1alpha1.Cell, cond func(g Gomega, c *hubv1alpha1.Cell)) *hubv1alpha1.Cell {
+	t.Helper()
+	got := &hubv1alpha1.Cell{}
+	NewWithT(t).Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(cell), got)).To(Succeed())
+		g.Expect(testenv.CheckStatusInvariants(got, got.Status.ObservedGeneration)).To(Succeed())
+		cond(g, got)
+	}, timeout, poll).Should(Succeed())
+	return got
+}

@@ -1,0 +1,86 @@
+package intake
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/fluxcd/pkg/apis/meta"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
+)
+
+// CellView is what the hub concludes about a cell from its last report.
+type CellView struct {
+	// HasReport is false until the cell's agent reported once.
+	HasReport bool
+	// Stale is true when the last heartbeat is older than the threshold.
+	Stale bool
+	// AgentReady is the agent's own Ready condition.
+	AgentReady bool
+	Heartbeat  metav1.Time
+	Applied    string
+	Message    string
+	// StaleAt is when a fresh report turns stale.
+	StaleAt time.Time
+}
+
+// View judges a cell's report at now: a report older than staleAfter is stale, and a stale cell
+// never counts as ready.
+func View(e Entry, ok bool, now time.Time, staleAfter time.Duration) CellView {
+	if !ok {
+		return CellView{Message: "No report from the cell's agent yet"}
+	}
+	v := CellView{HasReport: true, Heartbeat: e.Report.HeartbeatTime, Applied: e.Report.AppliedCommit}
+	v.StaleAt = e.Report.HeartbeatTime.Add(staleAfter)
+	age := now.Sub(e.Report.HeartbeatTime.Time).Round(time.Second)
+	if !now.Before(v.StaleAt) {
+		v.Stale = true
+		v.Message = fmt.Sprintf("Last heartbeat %s ago, older than %s", age, staleAfter)
+		return v
+	}
+	ready := apimeta.FindStatusCondition(e.Report.Conditions, meta.ReadyCondition)
+	switch {
+	case ready == nil:
+		v.Message = "The agent reports no Ready condition"
+	case ready.Status == metav1.ConditionTrue:
+		v.AgentReady = true
+		v.Message = fmt.Sprintf("Agent ready, heartbeat %s ago", age)
+	default:
+		v.Message = fmt.Sprintf("Agent not ready: %s", ready.Message)
+	}
+	return v
+}
+
+// AppCells summarizes one app over its cells from their reports, and says when the first fresh
+// report among them turns stale (zero when none is fresh), so the summary can be redone then.
+func AppCells(app *hubv1alpha1.ServerlessApp, cells []string, reports *Reports, now time.Time, staleAfter time.Duration) ([]hubv1alpha1.CellAppStatus, time.Time) {
+	out := make([]hubv1alpha1.CellAppStatus, 0, len(cells))
+	var next time.Time
+	for _, cell := range cells {
+		e, ok := reports.Get(cell)
+		v := View(e, ok, now, staleAfter)
+		if v.HasReport && !v.Stale && (next.IsZero() || v.StaleAt.Before(next)) {
+			next = v.StaleAt
+		}
+		s := hubv1alpha1.CellAppStatus{Cell: cell}
+		switch {
+		case !v.HasReport || v.Stale:
+			s.Message = v.Message
+		default:
+			s.Message = "Not applied in the cell yet"
+			for _, a := range e.Report.Apps {
+				if a.App == app.Name && a.AppNamespace == app.Namespace {
+					s.Ready, s.Revision, s.Message = a.Ready, a.LatestReadyRevision, a.Message
+					if a.Ready {
+						s.Message = ""
+					}
+					break
+				}
+			}
+		}
+		out = append(out, s)
+	}
+	return out, next
+}

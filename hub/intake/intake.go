@@ -1,0 +1,139 @@
+// Package intake brings the agents' reports into the hub: it lists the status/<cell> refs in one
+// call, fetches only those that moved, keeps the parsed reports in memory, and tells the Cell
+// and ServerlessApp controllers which objects to look at again. It never writes status itself.
+package intake
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/yaml"
+
+	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
+	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
+	"github.com/cellsync/cellsync/hub/gitstore"
+)
+
+// Entry is the last report read for a cell.
+type Entry struct {
+	// Commit is the status ref's commit the report was read from.
+	Commit string
+	Report agentv1alpha1.StatusReport
+}
+
+// Reports is the shared, in-memory view of every cell's last report.
+type Reports struct {
+	mu     sync.RWMutex
+	byCell map[string]Entry
+}
+
+// NewReports returns an empty view.
+func NewReports() *Reports { return &Reports{byCell: map[string]Entry{}} }
+
+// Get returns the cell's last report.
+func (r *Reports) Get(cell string) (Entry, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	e, ok := r.byCell[cell]
+	return e, ok
+}
+
+func (r *Reports) put(cell string, e Entry) (previous Entry, had bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	previous, had = r.byCell[cell]
+	r.byCell[cell] = e
+	return previous, had
+}
+
+// Intake polls the status refs.
+type Intake struct {
+	Store    *gitstore.Store
+	Reports  *Reports
+	Interval time.Duration
+	// Cells and Apps receive the objects whose status may have changed.
+	Cells chan event.GenericEvent
+	Apps  chan event.GenericEvent
+}
+
+// New returns an intake with buffered event channels.
+func New(store *gitstore.Store, reports *Reports, interval time.Duration) *Intake {
+	return &Intake{Store: store, Reports: reports, Interval: interval,
+		Cells: make(chan event.GenericEvent, 1024), Apps: make(chan event.GenericEvent, 1024)}
+}
+
+// NeedLeaderElection: only the leader reads reports, as only it writes status.
+func (i *Intake) NeedLeaderElection() bool { return true }
+
+// Start polls until ctx ends.
+func (i *Intake) Start(ctx context.Context) error {
+	t := time.NewTicker(i.Interval)
+	defer t.Stop()
+	for {
+		i.Poll(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Poll reads the reports that changed since the last poll.
+func (i *Intake) Poll(ctx context.Context) {
+	log := ctrl.LoggerFrom(ctx).WithName("intake")
+	files, err := i.Store.ReadFiles(ctx, agentv1alpha1.StatusRefPrefix, agentv1alpha1.StatusReportFile)
+	if err != nil {
+		log.Info("Failed to read status reports; retrying at the next poll", "error", err.Error())
+		return
+	}
+	for branch, f := range files {
+		cell := strings.TrimPrefix(branch, agentv1alpha1.StatusRefPrefix)
+		if e, ok := i.Reports.Get(cell); ok && e.Commit == f.Commit {
+			continue
+		}
+		var rep agentv1alpha1.StatusReport
+		if err := yaml.Unmarshal(f.Content, &rep); err != nil || rep.Kind != agentv1alpha1.StatusReportKind {
+			log.Info("Ignoring an unreadable status report", "ref", branch, "error", errString(err))
+			continue
+		}
+		if rep.Cell != cell {
+			log.Info("Ignoring a status report for another cell", "ref", branch, "cell", rep.Cell)
+			continue
+		}
+		prev, _ := i.Reports.put(cell, Entry{Commit: f.Commit, Report: rep})
+		i.Cells <- event.GenericEvent{Object: &hubv1alpha1.Cell{ObjectMeta: metav1.ObjectMeta{Name: cell}}}
+		for _, key := range appsOf(prev.Report, rep) {
+			i.Apps <- event.GenericEvent{Object: &hubv1alpha1.ServerlessApp{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
+		}
+	}
+}
+
+// appsOf names the hub apps either report mentions.
+func appsOf(reports ...agentv1alpha1.StatusReport) []client.ObjectKey {
+	seen := map[client.ObjectKey]bool{}
+	var out []client.ObjectKey
+	for _, r := range reports {
+		for _, a := range r.Apps {
+			k := client.ObjectKey{Namespace: a.AppNamespace, Name: a.App}
+			if a.App != "" && !seen[k] {
+				seen[k] = true
+				out = append(out, k)
+			}
+		}
+	}
+	return out
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "not a StatusReport"
+	}
+	return err.Error()
+}
