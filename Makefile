@@ -77,18 +77,20 @@ test: $(ENVTEST_DEP) $(KWOK) $(KUSTOMIZE) manifests generate vet ## Run every te
 	$(TEST_ENV) $(GO) test ./... -count=1 -timeout $(TEST_TIMEOUT)
 
 .PHONY: fuzz
-fuzz: ## Fuzz the renderer for a while (FUZZTIME=30s).
+fuzz: ## Fuzz the renderer and the agent's manifest guard for a while each (FUZZTIME=30s).
 	$(GO) test ./hub/render -run '^$$' -fuzz FuzzRender -fuzztime $${FUZZTIME:-30s}
+	$(GO) test ./agent/manifests -run '^$$' -fuzz FuzzBuildAndCheck -fuzztime $${FUZZTIME:-30s}
 
 .PHONY: bench
-bench: ## Run the benchmarks and print them as a table.
-	$(TEST_ENV) $(GO) test ./hub/... -run '^$$' -bench . -benchmem -benchtime $(BENCH_TIME) -timeout 30m | tee bin/bench.txt | $(GO) run ./test/tools/benchtable
+bench: $(ENVTEST_DEP) $(KWOK) ## Run the benchmarks and print them as a table.
+	$(TEST_ENV) $(GO) test ./hub/... ./agent/... -run '^$$' -bench . -benchmem -benchtime $(BENCH_TIME) -timeout 30m | tee bin/bench.txt | $(GO) run ./test/tools/benchtable
 
 ##@ Build
 
 .PHONY: build
-build: ## Build the hub binary into bin/.
+build: ## Build the hub and agent binaries into bin/.
 	$(GO) build -o $(LOCALBIN)/hub ./hub/cmd/hub
+	$(GO) build -o $(LOCALBIN)/agent ./agent/cmd/agent
 
 .PHONY: run
 run: ## Run the hub against the current kubeconfig (GIT_URL=… required).

@@ -21,10 +21,12 @@ func main() {
 		probeAddr   string
 		leaderElect bool
 		leaderNS    string
+		pprofAddr   string
 	)
 	flag.StringVar(&cfg.DataDir, "data-dir", "/var/lib/cellsync", "Directory for the Git mirrors of the cell branches.")
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the health probes.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address of the pprof endpoint; empty disables it.")
 	flag.BoolVar(&leaderElect, "leader-elect", true, "Elect a leader so that only one agent replica applies.")
 	flag.StringVar(&leaderNS, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the leader election lease.")
 	opts := zap.Options{}
@@ -43,6 +45,7 @@ func main() {
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "agent.cellsync.io",
 		LeaderElectionNamespace: leaderNS,
+		PprofBindAddress:        pprofAddr,
 	})
 	if err != nil {
 		log.Error(err, "Unable to create the manager")

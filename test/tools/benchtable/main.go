@@ -16,6 +16,9 @@ var targets = map[string]string{
 	"BenchmarkFanOut1000Cells":           "< 2 s per change, 1 push",
 	"BenchmarkNoopReconcile1000Cells":    "0 commits, 0 pushes",
 	"BenchmarkFullRender200Apps100Cells": "< 30 s, < 1 GiB heap",
+	"BenchmarkIdlePoll":                  "1 ref listing, no fetch, < 5 ms CPU",
+	"BenchmarkApply100KnativeServices":   "< 5 s",
+	"BenchmarkAgentRSS100Services":       "< 64 MiB RSS",
 }
 
 func main() {

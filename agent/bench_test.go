@@ -1,0 +1,264 @@
+// Benchmarks of the agent against DESIGN.md's targets. Run with `make bench`.
+package agent_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/cellsync/cellsync/agent/apply"
+	"github.com/cellsync/cellsync/agent/manager"
+	"github.com/cellsync/cellsync/agent/manifests"
+	"github.com/cellsync/cellsync/agent/source"
+	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
+	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
+	"github.com/cellsync/cellsync/hub/cellbranch"
+	"github.com/cellsync/cellsync/hub/gitstore"
+	"github.com/cellsync/cellsync/hub/render"
+	"github.com/cellsync/cellsync/test/testenv"
+
+	"github.com/fluxcd/pkg/apis/meta"
+)
+
+const benchUser, benchPass = "bench", "bench"
+
+// branchWith publishes a cell branch with n Knative apps, as the hub renders them.
+func branchWith(b *testing.B, url, cell, ns string, n int) string {
+	c := &hubv1alpha1.Cell{ObjectMeta: metav1.ObjectMeta{Name: cell}, Spec: hubv1alpha1.CellSpec{Cluster: "m", Namespaces: []string{ns}}}
+	store, err := gitstore.New(gitstore.Options{URL: url, Credentials: func(context.Context) (transport.AuthMethod, *openpgp.Entity, error) {
+		return &githttp.BasicAuth{Username: benchUser, Password: benchPass}, nil, nil
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	res, err := store.Apply(context.Background(), gitstore.Update{Message: "bench", Branches: []string{"cells/" + cell}, Edit: func(_ string, files *gitstore.Tree) error {
+		for i := range n {
+			a := &hubv1alpha1.ServerlessApp{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("app-%03d", i), Namespace: "team"},
+				Spec: hubv1alpha1.ServerlessAppSpec{Template: hubv1alpha1.RevisionTemplate{Image: "ghcr.io/acme/app:v1"}}}
+			r, err := render.Render(render.Input{App: a, Cell: c})
+			if err != nil {
+				return err
+			}
+			if err := cellbranch.PutApp(files, cellbranch.CellMeta{Cell: cell}, cellbranch.AppKey{Namespace: "team", Name: a.Name}, r, "", 1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return res.Commits["cells/"+cell]
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// The agent's poll when nothing changed: one ref listing, no fetch. Target: < 5 ms CPU.
+func BenchmarkIdlePoll(b *testing.B) {
+	srv, err := testenv.StartGitServer(benchUser, benchPass)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	url, _ := srv.CreateRepo("gitops")
+	head := branchWith(b, url, "idle", "apps", 10)
+	repo, err := source.Open(filepath.Join(b.TempDir(), "mirror.git"), url, "cells/idle")
+	if err != nil {
+		b.Fatal(err)
+	}
+	auth := &githttp.BasicAuth{Username: benchUser, Password: benchPass}
+	ctx := context.Background()
+	if err := repo.Fetch(ctx, auth, head); err != nil {
+		b.Fatal(err)
+	}
+	fetches := 0
+	start := cpuTime()
+	for b.Loop() {
+		got, err := repo.Head(ctx, auth)
+		if err != nil || got != head {
+			b.Fatalf("head %s, %v", got, err)
+		}
+		if !repo.Has(got) {
+			fetches++
+		}
+	}
+	b.ReportMetric(float64((cpuTime()-start).Microseconds())/1000/float64(b.N), "ms-cpu/op")
+	b.ReportMetric(1, "ref-listings/op")
+	b.ReportMetric(float64(fetches)/float64(b.N), "fetches/op")
+}
+
+// Applying 100 Knative Services to a cell: dry-run all, then server-side apply. Target: < 5 s.
+func BenchmarkApply100KnativeServices(b *testing.B) {
+	member, err := testenv.StartCluster(testenv.ClusterOptions{Knative: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = member.Stop() }()
+	c, err := client.New(member.Config, client.Options{Scheme: manager.Scheme()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv, err := testenv.StartGitServer(benchUser, benchPass)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	url, _ := srv.CreateRepo("gitops")
+	engine := apply.New(c)
+	ctx := context.Background()
+	i := 0
+	var objs []*unstructured.Unstructured
+	for b.Loop() {
+		b.StopTimer()
+		i++
+		ns := fmt.Sprintf("bench-%d", i)
+		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			b.Fatal(err)
+		}
+		head := branchWith(b, url, ns, ns, 100)
+		repo, err := source.Open(filepath.Join(b.TempDir(), ns+".git"), url, "cells/"+ns)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := repo.Fetch(ctx, &githttp.BasicAuth{Username: benchUser, Password: benchPass}, head); err != nil {
+			b.Fatal(err)
+		}
+		files, err := repo.Files(head)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		objs, err = manifests.Build(files)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := engine.Apply(ctx, objs, client.ObjectKey{Namespace: "cellsync-system", Name: ns}, time.Minute); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(objs)), "services/op")
+}
+
+// The agent process's resident memory once 100 Knative Services are applied and healthy.
+// Target: < 64 MiB RSS. Runs the real agent binary against a member apiserver with kwok.
+func BenchmarkAgentRSS100Services(b *testing.B) {
+	member, err := testenv.StartCluster(testenv.ClusterOptions{HubCRDs: true, KwokStages: []string{testenv.KnativeStages()}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = member.Stop() }()
+	c, err := client.New(member.Config, client.Options{Scheme: manager.Scheme()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv, err := testenv.StartGitServer(benchUser, benchPass)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	url, _ := srv.CreateRepo("gitops")
+	ctx := context.Background()
+	for _, ns := range []string{"cellsync-system", "apps"} {
+		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "git", Namespace: "cellsync-system"},
+		Data: map[string][]byte{"username": []byte(benchUser), "password": []byte(benchPass)}}); err != nil {
+		b.Fatal(err)
+	}
+	head := branchWith(b, url, "rss", "apps", 100)
+
+	bin := filepath.Join(b.TempDir(), "agent")
+	build := exec.Command("go", "build", "-o", bin, "./agent/cmd/agent")
+	build.Dir = testenv.RepoRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("go build: %v: %s", err, out)
+	}
+	agent := exec.Command(bin, "--kubeconfig", member.Kubeconfig, "--leader-elect=false", "--metrics-bind-address=0",
+		"--health-probe-bind-address=0", "--data-dir", b.TempDir(), "--pprof-bind-address", os.Getenv("CELLSYNC_AGENT_PPROF"))
+	if err := agent.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = agent.Process.Kill(); _ = agent.Wait() }()
+	cs := &agentv1alpha1.CellSync{ObjectMeta: metav1.ObjectMeta{Name: "rss", Namespace: "cellsync-system"}, Spec: agentv1alpha1.CellSyncSpec{
+		Cell: "rss", URL: url, SecretRef: &meta.LocalObjectReference{Name: "git"}, Interval: metav1.Duration{Duration: 10 * time.Second},
+		Timeout: &metav1.Duration{Duration: 2 * time.Minute}, Prune: true, Policy: agentv1alpha1.Policy{Namespaces: []string{"apps"}},
+	}}
+	if err := c.Create(ctx, cs); err != nil {
+		b.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		got := &agentv1alpha1.CellSync{}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(cs), got); err == nil && strings.HasSuffix(got.Status.LastAppliedRevision, head) && isReady(got) {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("the agent did not apply 100 services within 3 minutes")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if hold := os.Getenv("CELLSYNC_BENCH_HOLD"); hold != "" {
+		d, _ := time.ParseDuration(hold)
+		time.Sleep(d)
+	}
+	var peak, anon float64
+	for b.Loop() {
+		// Steady state: a few poll intervals with nothing new.
+		time.Sleep(2 * time.Second)
+		if rss := procStatusMiB(b, agent.Process.Pid, "VmRSS:"); rss > peak {
+			peak, anon = rss, procStatusMiB(b, agent.Process.Pid, "RssAnon:")
+		}
+	}
+	// VmRSS is what the target is about. RssAnon is the agent's own memory; the rest is pages of
+	// the (large) binary mapped from disk, shared and reclaimable.
+	b.ReportMetric(peak, "MiB-rss")
+	b.ReportMetric(anon, "MiB-rss-anon")
+}
+
+func isReady(cs *agentv1alpha1.CellSync) bool {
+	for _, c := range cs.Status.Conditions {
+		if c.Type == meta.ReadyCondition {
+			return c.Status == metav1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func procStatusMiB(b *testing.B, pid int, field string) float64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if fields := strings.Fields(sc.Text()); len(fields) >= 2 && fields[0] == field {
+			kb, _ := strconv.ParseFloat(fields[1], 64)
+			return kb / 1024
+		}
+	}
+	b.Fatalf("no %s in /proc/%d/status", field, pid)
+	return 0
+}
