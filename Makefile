@@ -48,7 +48,8 @@ help: ## Show this help.
 
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC under config/.
-	$(CONTROLLER_GEN) crd paths="./api/..." output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) crd paths="./api/hub/..." output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) crd paths="./api/agent/..." output:crd:artifacts:config=config/agent/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=hub-manager-role paths="./controllers/hub/..." output:rbac:artifacts:config=config/rbac
 	$(CONTROLLER_GEN) rbac:roleName=agent-manager-role paths="./controllers/agent/..." output:rbac:artifacts:config=config/agent/rbac
 

@@ -162,7 +162,7 @@ func BenchmarkApply100KnativeServices(b *testing.B) {
 // The agent process's resident memory once 100 Knative Services are applied and healthy.
 // Target: < 64 MiB RSS. Runs the real agent binary against a member apiserver with kwok.
 func BenchmarkAgentRSS100Services(b *testing.B) {
-	member, err := testenv.StartCluster(testenv.ClusterOptions{HubCRDs: true, KwokStages: []string{testenv.KnativeStages()}})
+	member, err := testenv.StartCluster(testenv.ClusterOptions{AgentCRDs: true, KwokStages: []string{testenv.KnativeStages()}})
 	if err != nil {
 		b.Fatal(err)
 	}

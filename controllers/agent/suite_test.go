@@ -41,7 +41,7 @@ func run(m *testing.M) int {
 	}
 	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.Level(level)))
 	var err error
-	member, err = testenv.StartCluster(testenv.ClusterOptions{HubCRDs: true, KwokStages: []string{testenv.KnativeStages()}})
+	member, err = testenv.StartCluster(testenv.ClusterOptions{AgentCRDs: true, KwokStages: []string{testenv.KnativeStages()}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -74,8 +74,7 @@ func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (resul
 // cellHealth writes what the agent's report says into the cell's status. A stale cell is never
 // Ready, whatever its last report said.
 func cellHealth(cell *hubv1alpha1.Cell, v intake.CellView) outcome.Outcome {
-	switch {
-	case !v.HasReport:
+	if !v.HasReport {
 		conditions.MarkUnknown(cell, hubv1alpha1.StaleCondition, hubv1alpha1.ReasonNoReport, "%s", v.Message)
 		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonNoReport, Message: v.Message}
 	}

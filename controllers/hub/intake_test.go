@@ -26,7 +26,7 @@ func TestHubSeesAgentReports(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 
-	member, err := testenv.StartCluster(testenv.ClusterOptions{HubCRDs: true, KwokStages: []string{testenv.KnativeStages()}})
+	member, err := testenv.StartCluster(testenv.ClusterOptions{AgentCRDs: true, KwokStages: []string{testenv.KnativeStages()}})
 	g.Expect(err).NotTo(HaveOccurred())
 	defer func() { _ = member.Stop() }()
 	mc, err := client.New(member.Config, client.Options{Scheme: manager.Scheme()})

@@ -20,6 +20,8 @@ import (
 type ClusterOptions struct {
 	// HubCRDs installs the hub API (config/crd/bases).
 	HubCRDs bool
+	// AgentCRDs installs the member API (config/agent/crd/bases).
+	AgentCRDs bool
 	// ExtraCRDDirs installs CRDs from more folders.
 	ExtraCRDDirs []string
 	// Knative installs the Knative Serving CRDs from the knative.dev/serving module.
@@ -78,6 +80,9 @@ func StartCluster(opts ClusterOptions) (*Cluster, error) {
 	env := &envtest.Environment{ErrorIfCRDPathMissing: true}
 	if opts.HubCRDs {
 		env.CRDDirectoryPaths = append(env.CRDDirectoryPaths, filepath.Join(RepoRoot(), "config", "crd", "bases"))
+	}
+	if opts.AgentCRDs {
+		env.CRDDirectoryPaths = append(env.CRDDirectoryPaths, filepath.Join(RepoRoot(), "config", "agent", "crd", "bases"))
 	}
 	env.CRDDirectoryPaths = append(env.CRDDirectoryPaths, opts.ExtraCRDDirs...)
 	if opts.Knative || len(opts.KwokStages) > 0 {
