@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
+	"github.com/cellsync/cellsync/test/testenv"
 )
 
 func image(g Gomega, svc *unstructured.Unstructured) string {
@@ -158,16 +159,8 @@ func TestDriftIsHealedAndOtherManagersKept(t *testing.T) {
 // requestReconcile asks for a reconcile as `flux reconcile` would and waits until it was handled.
 func requestReconcile(t *testing.T, cs *agentv1alpha1.CellSync) {
 	t.Helper()
-	g := NewWithT(t)
-	cur := &agentv1alpha1.CellSync{}
-	g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(cs), cur)).To(Succeed())
-	token := metav1.Now().Format("2006-01-02T15:04:05.000000000Z07:00")
-	p := client.MergeFrom(cur.DeepCopy())
-	if cur.Annotations == nil {
-		cur.Annotations = map[string]string{}
-	}
-	cur.Annotations[meta.ReconcileRequestAnnotation] = token
-	g.Expect(k8s.Patch(context.Background(), cur, p)).To(Succeed())
+	token, err := testenv.RequestReconcile(context.Background(), k8s, cs.DeepCopy())
+	NewWithT(t).Expect(err).NotTo(HaveOccurred())
 	waitCS(t, cs, func(g Gomega, got *agentv1alpha1.CellSync) {
 		g.Expect(got.Status.LastHandledReconcileAt).To(Equal(token))
 	})

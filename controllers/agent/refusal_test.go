@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
+	"github.com/cellsync/cellsync/test/testenv"
 )
 
 const kustomization = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n"
@@ -122,18 +123,14 @@ func TestPolicyAndDryRunRefuseWholeCommits(t *testing.T) {
 	waitApplied(t, cs, head)
 }
 
-func expectEvent(t *testing.T, obj client.Object, reason string) {
+func expectEvent(t *testing.T, obj *agentv1alpha1.CellSync, reason string) {
 	t.Helper()
 	NewWithT(t).Eventually(func(g Gomega) {
-		events := &corev1.EventList{}
-		g.Expect(k8s.List(context.Background(), events, client.InNamespace(obj.GetNamespace()))).To(Succeed())
-		var seen []string
-		for _, e := range events.Items {
-			if e.InvolvedObject.Name == obj.GetName() {
-				seen = append(seen, e.Reason)
-			}
-		}
-		g.Expect(seen).To(ContainElement(reason))
+		o := obj.DeepCopy()
+		o.SetGroupVersionKind(agentv1alpha1.GroupVersion.WithKind("CellSync"))
+		seen, err := testenv.EventsFor(context.Background(), k8s, o)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(seen).To(ContainElement(ContainSubstring("/" + reason)))
 	}, timeout, poll).Should(Succeed())
 }
 

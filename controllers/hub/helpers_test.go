@@ -114,39 +114,31 @@ func waitStalled(t *testing.T, app *hubv1alpha1.ServerlessApp, reason string) *h
 // requestReconcile asks for a reconcile as `flux reconcile` would and waits until it was handled.
 func requestReconcile(t *testing.T, app *hubv1alpha1.ServerlessApp) {
 	t.Helper()
-	g := NewWithT(t)
-	token := time.Now().Format(time.RFC3339Nano)
-	cur := &hubv1alpha1.ServerlessApp{}
-	g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(app), cur)).To(Succeed())
-	patch := client.MergeFrom(cur.DeepCopy())
-	if cur.Annotations == nil {
-		cur.Annotations = map[string]string{}
-	}
-	cur.Annotations[meta.ReconcileRequestAnnotation] = token
-	g.Expect(k8s.Patch(context.Background(), cur, patch)).To(Succeed())
+	token, err := testenv.RequestReconcile(context.Background(), k8s, app.DeepCopy())
+	NewWithT(t).Expect(err).NotTo(HaveOccurred())
 	waitFor(t, app, func(g Gomega, a *hubv1alpha1.ServerlessApp) {
 		g.Expect(a.Status.LastHandledReconcileAt).To(Equal(token))
 	})
 }
 
-// expectEvent waits for an event with the reason on the object.
+// expectEvent waits for an event with the type and reason on the object.
 func expectEvent(t *testing.T, obj client.Object, eventType, reason string) {
 	t.Helper()
 	NewWithT(t).Eventually(func(g Gomega) {
-		events := &corev1.EventList{}
-		g.Expect(k8s.List(context.Background(), events, client.InNamespace(obj.GetNamespace()))).To(Succeed())
-		var seen []string
-		for _, e := range events.Items {
-			if e.InvolvedObject.Name == obj.GetName() {
-				seen = append(seen, e.Type+"/"+e.Reason)
-				if e.Reason == reason && e.Type == eventType {
-					g.Expect(e.Message).NotTo(BeEmpty())
-					return
-				}
-			}
-		}
+		seen, err := testenv.EventsFor(context.Background(), k8s, withKind(obj))
+		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(seen).To(ContainElement(eventType + "/" + reason))
 	}, timeout, poll).Should(Succeed())
+}
+
+// withKind fills in the kind that typed objects built in tests lack.
+func withKind(obj client.Object) client.Object {
+	o := obj.DeepCopyObject().(client.Object)
+	gvks, _, _ := k8s.Scheme().ObjectKinds(o)
+	if len(gvks) > 0 {
+		o.GetObjectKind().SetGroupVersionKind(gvks[0])
+	}
+	return o
 }
 
 func heads(t *testing.T) map[string]string {
