@@ -58,10 +58,13 @@ type CellSyncReconciler struct {
 // syncState is what the agent remembers between reconciles of one CellSync. Losing it (a
 // restart) costs one no-op re-apply and one report, nothing more.
 type syncState struct {
-	repo       *source.Repo
-	repoFor    string
-	applied    string
-	appliedAt  time.Time
+	repo      *source.Repo
+	repoFor   string
+	applied   string
+	appliedAt time.Time
+	// appliedFor is the generation and reconcile request the last apply was for: a new spec or
+	// an explicit request re-applies at once instead of waiting for the interval.
+	appliedFor string
 	reportHash string
 	reportAt   time.Time
 	objects    []*unstructured.Unstructured
@@ -132,7 +135,8 @@ func (r *CellSyncReconciler) sync(ctx context.Context, cs *agentv1alpha1.CellSyn
 		}
 		problem.Message += fmt.Sprintf("; keeping commit %s applied", short(target))
 	}
-	due := target != st.applied || time.Since(st.appliedAt) >= cs.IntervalOrDefault()
+	trigger := fmt.Sprintf("%d/%s", cs.Generation, cs.Status.LastHandledReconcileAt)
+	due := target != st.applied || trigger != st.appliedFor || time.Since(st.appliedAt) >= cs.IntervalOrDefault()
 	if !due {
 		// A heartbeat-only wake-up: no re-apply, just a fresh look at health.
 		st.health = r.health(ctx, st.objects, 0)
@@ -146,7 +150,7 @@ func (r *CellSyncReconciler) sync(ctx context.Context, cs *agentv1alpha1.CellSyn
 		return *o
 	}
 	cs.Status.LastAppliedRevision = revision(cs.BranchName(), target)
-	st.applied, st.appliedAt, st.objects = target, time.Now(), objs
+	st.applied, st.appliedAt, st.appliedFor, st.objects = target, time.Now(), trigger, objs
 	st.health = r.health(ctx, objs, cs.TimeoutOrDefault())
 	return worst(problem, healthOutcome(cs, st.health, target))
 }

@@ -1,6 +1,8 @@
 package agent_test
 
 import (
+	"time"
+
 	"bytes"
 	"context"
 	"testing"
@@ -179,4 +181,25 @@ func TestVerifyRefusesUnsignedAndForeignCommits(t *testing.T) {
 		})
 	}
 	_ = ctx
+}
+
+// A tighter policy takes effect at once, without waiting for the interval or a new commit: the
+// commit already applied is judged again and refused.
+func TestPolicyChangeAppliesAtOnce(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	newNamespace(t, "apps8")
+	cell := hubCell("c8", "apps8")
+	head := publish(t, "cells/c8", nil, putApps(cell, hubApp("kinds", "ghcr.io/acme/kinds:v1")))
+	cs := newCellSync(agentNamespace, "c8", "c8", []string{"apps8"}, func(cs *agentv1alpha1.CellSync) {
+		cs.Spec.Interval = metav1.Duration{Duration: 10 * time.Minute}
+	})
+	create(t, cs)
+	waitApplied(t, cs, head)
+
+	cur := &agentv1alpha1.CellSync{}
+	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(cs), cur)).To(Succeed())
+	cur.Spec.Policy.AllowedKinds = []string{"ConfigMap"}
+	g.Expect(k8s.Update(ctx, cur)).To(Succeed())
+	waitRefused(t, cs, head, agentv1alpha1.ReasonPolicyViolation, true, "kind serving.knative.dev/Service is not in the allowed kinds")
 }
