@@ -50,7 +50,25 @@ type Input struct {
 	Cell *hubv1alpha1.Cell
 	// Overrides are the placement's overrides that select this cell, in placement order.
 	Overrides []hubv1alpha1.CellOverride
+	// Split, when set, sends only part of the traffic to the rendered (canary) revision.
+	Split *TrafficSplit
 }
+
+// TrafficSplit is a canary step inside one cell: the revision already running there keeps
+// 100-CanaryPercent of the traffic. Both are tagged, so tag URLs and Knative-Serving-Tag header
+// routing reach either one.
+type TrafficSplit struct {
+	// StableRevision is the revision the cell runs now (from its branch), by name.
+	StableRevision string
+	// CanaryPercent is the canary's share, 0 to 100.
+	CanaryPercent int64
+}
+
+// Traffic tags of a canary step.
+const (
+	TagStable = "stable"
+	TagCanary = "canary"
+)
 
 // RenderedApp is one app rendered for one cell.
 type RenderedApp struct {
@@ -189,6 +207,11 @@ func Render(in Input) (*RenderedApp, error) {
 	revision, err := finalizeRevision(app.Name, objs)
 	if err != nil {
 		return nil, err
+	}
+	if in.Split != nil {
+		if err := splitTraffic(objs, revision, *in.Split); err != nil {
+			return nil, err
+		}
 	}
 	out := &RenderedApp{Dir: dir, Files: make(map[string][]byte, len(objs)), Revision: revision, TargetNamespace: ns}
 	for _, o := range objs {
