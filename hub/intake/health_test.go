@@ -45,8 +45,8 @@ func TestView(t *testing.T) {
 	}
 
 	reports := NewReports()
-	reports.put("fresh", report(10*time.Second, metav1.ConditionTrue))
-	reports.put("old", report(time.Hour, metav1.ConditionTrue))
+	reports.Put("fresh", report(10*time.Second, metav1.ConditionTrue))
+	reports.Put("old", report(time.Hour, metav1.ConditionTrue))
 	app := &hubv1alpha1.ServerlessApp{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "team"}}
 	got, next := AppCells(app, []string{"fresh", "old", "silent"}, reports, now, 2*time.Minute)
 	if !got[0].Ready || got[0].Revision != "web-1" || got[1].Ready || got[2].Ready {

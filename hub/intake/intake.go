@@ -44,7 +44,8 @@ func (r *Reports) Get(cell string) (Entry, bool) {
 	return e, ok
 }
 
-func (r *Reports) put(cell string, e Entry) (previous Entry, had bool) {
+// Put records a cell's report and returns the one it replaces.
+func (r *Reports) Put(cell string, e Entry) (previous Entry, had bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	previous, had = r.byCell[cell]
@@ -107,7 +108,7 @@ func (i *Intake) Poll(ctx context.Context) {
 			log.Info("Ignoring a status report for another cell", "ref", branch, "cell", rep.Cell)
 			continue
 		}
-		prev, _ := i.Reports.put(cell, Entry{Commit: f.Commit, Report: rep})
+		prev, _ := i.Reports.Put(cell, Entry{Commit: f.Commit, Report: rep})
 		i.Cells <- event.GenericEvent{Object: &hubv1alpha1.Cell{ObjectMeta: metav1.ObjectMeta{Name: cell}}}
 		for _, key := range appsOf(prev.Report, rep) {
 			i.Apps <- event.GenericEvent{Object: &hubv1alpha1.ServerlessApp{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}

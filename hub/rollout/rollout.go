@@ -1,0 +1,258 @@
+package rollout
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
+	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
+	"github.com/cellsync/cellsync/hub/intake"
+)
+
+// CellSelection picks the cells of a step out of the placement's cells: by name, by label
+// selector, by count, or by percent (at most one of Count and Percent; names and selector add
+// to them). Picks are stable: by count and percent, cells are taken in name order.
+type CellSelection struct {
+	Names    []string
+	Selector *metav1.LabelSelector
+	Count    *int32
+	Percent  *int32
+}
+
+// Step is one canary step.
+type Step struct {
+	Cells CellSelection
+	// Weight is the canary's traffic share inside each masked cell, 0 to 100.
+	Weight int32
+}
+
+// Error is input a person must fix.
+type Error struct{ Message string }
+
+func (e *Error) Error() string { return e.Message }
+
+func fail(format string, args ...any) error { return &Error{Message: fmt.Sprintf(format, args...)} }
+
+// Mask returns the names of the placed cells a step selects, sorted. A name that is not placed
+// is an error: a step may not reach outside the placement.
+func Mask(sel CellSelection, placed []*hubv1alpha1.Cell) ([]string, error) {
+	byName := map[string]*hubv1alpha1.Cell{}
+	names := make([]string, 0, len(placed))
+	for _, c := range placed {
+		byName[c.Name] = c
+		names = append(names, c.Name)
+	}
+	sort.Strings(names)
+	if sel.Count != nil && sel.Percent != nil {
+		return nil, fail("a step takes cells by count or by percent, not both")
+	}
+	picked := map[string]bool{}
+	var outside []string
+	for _, n := range sel.Names {
+		if _, ok := byName[n]; !ok {
+			outside = append(outside, n)
+			continue
+		}
+		picked[n] = true
+	}
+	if len(outside) > 0 {
+		sort.Strings(outside)
+		return nil, fail("the step names cells outside the placement: %s", strings.Join(outside, ", "))
+	}
+	if sel.Selector != nil {
+		s, err := metav1.LabelSelectorAsSelector(sel.Selector)
+		if err != nil {
+			return nil, fail("the step's cell selector is invalid: %v", err)
+		}
+		for _, n := range names {
+			if s.Matches(labels.Set(byName[n].Labels)) {
+				picked[n] = true
+			}
+		}
+	}
+	want := 0
+	switch {
+	case sel.Count != nil:
+		if *sel.Count < 0 {
+			return nil, fail("a step's cell count must not be negative")
+		}
+		want = int(*sel.Count)
+	case sel.Percent != nil:
+		if *sel.Percent < 0 || *sel.Percent > 100 {
+			return nil, fail("a step's cell percent %d is not between 0 and 100", *sel.Percent)
+		}
+		want = int(math.Ceil(float64(len(names)) * float64(*sel.Percent) / 100))
+	}
+	for _, n := range names {
+		if len(picked) >= want {
+			break
+		}
+		picked[n] = true
+	}
+	out := make([]string, 0, len(picked))
+	for n := range picked {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Validate checks a canary strategy against the placement before anything is rendered: weights
+// between 0 and 100 and never decreasing, masks that stay inside the placement and never shrink,
+// and a last step that ends at 100 % everywhere.
+func Validate(steps []Step, placed []*hubv1alpha1.Cell) error {
+	if len(steps) == 0 {
+		return fail("a canary strategy needs at least one step")
+	}
+	prevWeight := int32(0)
+	var prevMask map[string]bool
+	for i, s := range steps {
+		if s.Weight < 0 || s.Weight > 100 {
+			return fail("step %d: traffic weight %d is not between 0 and 100", i+1, s.Weight)
+		}
+		mask, err := Mask(s.Cells, placed)
+		if err != nil {
+			return fail("step %d: %s", i+1, err.Error())
+		}
+		if len(mask) == 0 {
+			return fail("step %d selects no cells", i+1)
+		}
+		cur := map[string]bool{}
+		for _, n := range mask {
+			cur[n] = true
+		}
+		for n := range prevMask {
+			if !cur[n] {
+				return fail("step %d drops cell %s that an earlier step updated; masks may only grow", i+1, n)
+			}
+		}
+		if s.Weight < prevWeight && len(mask) == len(prevMask) {
+			return fail("step %d lowers the canary weight from %d to %d on the same cells", i+1, prevWeight, s.Weight)
+		}
+		prevWeight, prevMask = s.Weight, cur
+	}
+	last := steps[len(steps)-1]
+	if last.Weight != 100 || len(prevMask) != len(placed) {
+		return fail("the last step must send 100%% of the traffic in every placed cell (it has %d%% in %d of %d cells)", last.Weight, len(prevMask), len(placed))
+	}
+	return nil
+}
+
+// StaleCellPolicy says what a gate does with a masked cell that has no fresh heartbeat.
+type StaleCellPolicy string
+
+// Stale cell policies.
+const (
+	StaleWait StaleCellPolicy = "Wait"
+	StaleSkip StaleCellPolicy = "Skip"
+	StaleFail StaleCellPolicy = "Fail"
+)
+
+// Expectation is what one masked cell must report for the step to complete.
+type Expectation struct {
+	Cell string
+	// Commit is the cell branch commit the hub rendered for this step.
+	Commit string
+	// Since is when that commit was pushed, for the failure threshold.
+	Since time.Time
+}
+
+// Gate is a step's gate, judged at one moment.
+type Gate struct {
+	// Complete is true when every masked cell passed (or was skipped by policy).
+	Complete bool
+	// Abort is true when a cell failed past the threshold, or a stale cell under policy Fail.
+	Abort   bool
+	Reason  string
+	Waiting []string
+	Skipped []string
+	Failed  []string
+}
+
+// Options tune a gate.
+type Options struct {
+	StaleAfter       time.Duration
+	Policy           StaleCellPolicy
+	FailureThreshold time.Duration
+}
+
+// Judge decides a step's gate from the cells' reports: a cell passes when it reports exactly
+// the rendered commit, Ready, with a fresh heartbeat, and the app ready there.
+func Judge(app, appNamespace string, cells []Expectation, reports *intake.Reports, now time.Time, o Options) Gate {
+	g := Gate{}
+	for _, exp := range cells {
+		e, ok := reports.Get(exp.Cell)
+		v := intake.View(e, ok, now, o.StaleAfter)
+		switch {
+		case !v.HasReport || v.Stale:
+			switch o.Policy {
+			case StaleSkip:
+				g.Skipped = append(g.Skipped, exp.Cell)
+			case StaleFail:
+				g.Failed = append(g.Failed, fmt.Sprintf("%s: %s", exp.Cell, v.Message))
+				g.Abort = true
+			default:
+				g.Waiting = append(g.Waiting, fmt.Sprintf("%s: %s", exp.Cell, v.Message))
+			}
+		case e.Report.AppliedCommit != exp.Commit:
+			g.Waiting = append(g.Waiting, fmt.Sprintf("%s: applied %s, waiting for %s", exp.Cell, short(e.Report.AppliedCommit), short(exp.Commit)))
+		default:
+			ready, msg := appReady(e.Report, app, appNamespace)
+			switch {
+			case ready:
+			case o.FailureThreshold > 0 && now.Sub(exp.Since) >= o.FailureThreshold:
+				g.Failed = append(g.Failed, fmt.Sprintf("%s: %s", exp.Cell, msg))
+				g.Abort = true
+			default:
+				g.Waiting = append(g.Waiting, fmt.Sprintf("%s: %s", exp.Cell, msg))
+			}
+		}
+	}
+	switch {
+	case g.Abort:
+		g.Reason = "Canary failed: " + strings.Join(g.Failed, "; ")
+	case len(g.Waiting) > 0:
+		g.Reason = "Waiting for " + strings.Join(g.Waiting, "; ")
+	default:
+		g.Complete = true
+		g.Reason = "Every masked cell reports the step"
+		if len(g.Skipped) > 0 {
+			g.Reason += "; skipped stale cells: " + strings.Join(g.Skipped, ", ")
+		}
+	}
+	return g
+}
+
+func appReady(r agentv1alpha1.StatusReport, app, ns string) (bool, string) {
+	for _, a := range r.Apps {
+		if a.App == app && a.AppNamespace == ns {
+			if a.Ready {
+				return true, ""
+			}
+			return false, firstNonEmpty(a.Message, a.Reason, "not ready")
+		}
+	}
+	return false, "the app is not running there yet"
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func short(c string) string {
+	if len(c) > 12 {
+		return c[:12]
+	}
+	return c
+}
