@@ -16,31 +16,31 @@ import (
 
 func health(t *testing.T, script string, obj map[string]any) (string, string) {
 	t.Helper()
-	L := lua.NewState()
-	defer L.Close()
-	L.SetGlobal("obj", toLua(L, obj))
-	if err := L.DoString(script); err != nil {
+	state := lua.NewState()
+	defer state.Close()
+	state.SetGlobal("obj", toLua(state, obj))
+	if err := state.DoString(script); err != nil {
 		t.Fatalf("health.lua failed: %v", err)
 	}
-	ret, ok := L.Get(-1).(*lua.LTable)
+	ret, ok := state.Get(-1).(*lua.LTable)
 	if !ok {
-		t.Fatalf("health.lua returned %s, not a table", L.Get(-1).Type())
+		t.Fatalf("health.lua returned %s, not a table", state.Get(-1).Type())
 	}
 	return ret.RawGetString("status").String(), ret.RawGetString("message").String()
 }
 
-func toLua(L *lua.LState, v any) lua.LValue {
+func toLua(state *lua.LState, v any) lua.LValue {
 	switch x := v.(type) {
 	case map[string]any:
-		tbl := L.NewTable()
+		tbl := state.NewTable()
 		for k, e := range x {
-			tbl.RawSetString(k, toLua(L, e))
+			tbl.RawSetString(k, toLua(state, e))
 		}
 		return tbl
 	case []any:
-		tbl := L.NewTable()
+		tbl := state.NewTable()
 		for _, e := range x {
-			tbl.Append(toLua(L, e))
+			tbl.Append(toLua(state, e))
 		}
 		return tbl
 	case string:
