@@ -38,6 +38,30 @@ import (
 
 const benchUser, benchPass = "bench", "bench"
 
+// benchEnv starts a member cluster and a Git server with an empty repository, both stopped when
+// the benchmark ends.
+func benchEnv(b *testing.B, opts testenv.ClusterOptions) (*testenv.Cluster, client.Client, string) {
+	member, err := testenv.StartCluster(opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = member.Stop() })
+	c, err := client.New(member.Config, client.Options{Scheme: manager.Scheme()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv, err := testenv.StartGitServer(benchUser, benchPass)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(srv.Close)
+	url, err := srv.CreateRepo("gitops")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return member, c, url
+}
+
 // branchWith publishes a cell branch with n Knative apps, as the hub renders them.
 func branchWith(b *testing.B, url, cell, ns string, n int) string {
 	c := &hubv1alpha1.Cell{ObjectMeta: metav1.ObjectMeta{Name: cell}, Spec: hubv1alpha1.CellSpec{Cluster: "m", Namespaces: []string{ns}}}
@@ -109,21 +133,7 @@ func BenchmarkIdlePoll(b *testing.B) {
 
 // Applying 100 Knative Services to a cell: dry-run all, then server-side apply. Target: < 5 s.
 func BenchmarkApply100KnativeServices(b *testing.B) {
-	member, err := testenv.StartCluster(testenv.ClusterOptions{Knative: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = member.Stop() }()
-	c, err := client.New(member.Config, client.Options{Scheme: manager.Scheme()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv, err := testenv.StartGitServer(benchUser, benchPass)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Close()
-	url, _ := srv.CreateRepo("gitops")
+	_, c, url := benchEnv(b, testenv.ClusterOptions{Knative: true})
 	engine := apply.New(c)
 	ctx := context.Background()
 	i := 0
@@ -162,21 +172,7 @@ func BenchmarkApply100KnativeServices(b *testing.B) {
 // The agent process's resident memory once 100 Knative Services are applied and healthy.
 // Target: < 64 MiB RSS. Runs the real agent binary against a member apiserver with kwok.
 func BenchmarkAgentRSS100Services(b *testing.B) {
-	member, err := testenv.StartCluster(testenv.ClusterOptions{AgentCRDs: true, KwokStages: []string{testenv.KnativeStages()}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = member.Stop() }()
-	c, err := client.New(member.Config, client.Options{Scheme: manager.Scheme()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv, err := testenv.StartGitServer(benchUser, benchPass)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Close()
-	url, _ := srv.CreateRepo("gitops")
+	member, c, url := benchEnv(b, testenv.ClusterOptions{AgentCRDs: true, KwokStages: []string{testenv.KnativeStages()}})
 	ctx := context.Background()
 	for _, ns := range []string{"cellsync-system", "apps"} {
 		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {

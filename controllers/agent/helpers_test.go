@@ -131,13 +131,7 @@ func create(t *testing.T, objs ...client.Object) {
 // waitCS polls the CellSync until cond holds, checking the status invariants on every read.
 func waitCS(t *testing.T, cs *agentv1alpha1.CellSync, cond func(g Gomega, cs *agentv1alpha1.CellSync)) *agentv1alpha1.CellSync {
 	t.Helper()
-	got := &agentv1alpha1.CellSync{}
-	NewWithT(t).Eventually(func(g Gomega) {
-		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(cs), got)).To(Succeed())
-		g.Expect(testenv.CheckStatusInvariants(got, got.Status.ObservedGeneration)).To(Succeed())
-		cond(g, got)
-	}, timeout, poll).Should(Succeed())
-	return got
+	return testenv.WaitFor(t, k8s, cs, func(c *agentv1alpha1.CellSync) int64 { return c.Status.ObservedGeneration }, cond)
 }
 
 func ready(g Gomega, cs *agentv1alpha1.CellSync) *metav1.Condition {

@@ -81,13 +81,7 @@ func create(t *testing.T, objs ...client.Object) {
 // waitFor polls the app until cond holds, checking the status invariants on every read.
 func waitFor(t *testing.T, app *hubv1alpha1.ServerlessApp, cond func(g Gomega, a *hubv1alpha1.ServerlessApp)) *hubv1alpha1.ServerlessApp {
 	t.Helper()
-	got := &hubv1alpha1.ServerlessApp{}
-	NewWithT(t).Eventually(func(g Gomega) {
-		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(app), got)).To(Succeed())
-		g.Expect(testenv.CheckStatusInvariants(got, got.Status.ObservedGeneration)).To(Succeed())
-		cond(g, got)
-	}, timeout, poll).Should(Succeed())
-	return got
+	return testenv.WaitFor(t, k8s, app, func(a *hubv1alpha1.ServerlessApp) int64 { return a.Status.ObservedGeneration }, cond)
 }
 
 func waitReady(t *testing.T, app *hubv1alpha1.ServerlessApp) *hubv1alpha1.ServerlessApp {

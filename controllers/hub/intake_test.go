@@ -104,11 +104,5 @@ func TestHubSeesAgentReports(t *testing.T) {
 
 func waitCell(t *testing.T, cell *hubv1alpha1.Cell, cond func(g Gomega, c *hubv1alpha1.Cell)) *hubv1alpha1.Cell {
 	t.Helper()
-	got := &hubv1alpha1.Cell{}
-	NewWithT(t).Eventually(func(g Gomega) {
-		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(cell), got)).To(Succeed())
-		g.Expect(testenv.CheckStatusInvariants(got, got.Status.ObservedGeneration)).To(Succeed())
-		cond(g, got)
-	}, timeout, poll).Should(Succeed())
-	return got
+	return testenv.WaitFor(t, k8s, cell, func(c *hubv1alpha1.Cell) int64 { return c.Status.ObservedGeneration }, cond)
 }
