@@ -2,6 +2,7 @@ package hub_test
 
 import (
 	"context"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -43,10 +44,18 @@ func TestHubSeesAgentReports(t *testing.T) {
 	create(t, newPlacement("intake", "p", hubv1alpha1.CellPlacementSpec{Cells: []string{"s-1"}}), app)
 	waitReady(t, app)
 
-	// Before any report: the cell is not Ready, and says why.
+	// Before any report: the cell is not Ready, and says why; the rollout is under way.
 	waitCell(t, cell, func(g Gomega, c *hubv1alpha1.Cell) {
 		g.Expect(apimeta.FindStatusCondition(c.Status.Conditions, meta.ReadyCondition).Reason).To(Equal(hubv1alpha1.ReasonNoReport))
 	})
+	revision := waitReady(t, app).Status.Revision
+	ro := &hubv1alpha1.Rollout{ObjectMeta: metav1.ObjectMeta{Namespace: "intake", Name: "reported"}}
+	waitRollout(t, ro, func(g Gomega, r *hubv1alpha1.Rollout) {
+		g.Expect(r.OwnerReferences).To(HaveLen(1), "owned by the app")
+		g.Expect(r.Status.Phase).To(Equal(hubv1alpha1.PhaseProgressing))
+		g.Expect(r.Status.CanaryRevision).To(Equal(revision))
+	})
+	g.Expect(getRollouts(t, "intake")).To(MatchRegexp(`(?m)^reported\s+reported\s+1/1\s+Progressing\s+100\s+0/0/1\s+` + revision + `\s+`))
 
 	stop, err := testenv.StartAgent(member.Config, "cellsync-system", "")
 	g.Expect(err).NotTo(HaveOccurred())
@@ -81,6 +90,15 @@ func TestHubSeesAgentReports(t *testing.T) {
 		g.Expect(a.Status.CellStatuses[0].Ready).To(BeTrue())
 		g.Expect(a.Status.CellStatuses[0].Revision).To(HavePrefix("reported-"))
 	})
+	// The rollout completed: kubectl shows it with the revision as stable.
+	waitRollout(t, ro, func(g Gomega, r *hubv1alpha1.Rollout) {
+		g.Expect(r.Status.Phase).To(Equal(hubv1alpha1.PhaseCompleted))
+		g.Expect(r.Status.StableRevision).To(Equal(revision))
+	})
+	out := getRollouts(t, "intake")
+	g.Expect(out).To(MatchRegexp(`(?m)^NAME\s+APP\s+STEP\s+PHASE\s+CANARY%\s+CELLS\s+STABLE\s+CANARY\s+AGE$`))
+	g.Expect(out).To(MatchRegexp(`(?m)^reported\s+reported\s+1/1\s+Completed\s+0\s+1/1/1\s+` + revision + `\s+\S+$`))
+
 	// Heartbeats keep coming while the agent runs.
 	waitCell(t, cell, func(g Gomega, c *hubv1alpha1.Cell) {
 		g.Expect(c.Status.LastHeartbeatTime.Time).To(BeTemporally(">", first))
@@ -105,4 +123,17 @@ func TestHubSeesAgentReports(t *testing.T) {
 func waitCell(t *testing.T, cell *hubv1alpha1.Cell, cond func(g Gomega, c *hubv1alpha1.Cell)) *hubv1alpha1.Cell {
 	t.Helper()
 	return testenv.WaitFor(t, k8s, cell, func(c *hubv1alpha1.Cell) int64 { return c.Status.ObservedGeneration }, cond)
+}
+
+func waitRollout(t *testing.T, ro *hubv1alpha1.Rollout, cond func(g Gomega, r *hubv1alpha1.Rollout)) *hubv1alpha1.Rollout {
+	t.Helper()
+	return testenv.WaitFor(t, k8s, ro, func(r *hubv1alpha1.Rollout) int64 { return r.Status.ObservedGeneration }, cond)
+}
+
+// getRollouts runs the real kubectl against the hub, as a person would.
+func getRollouts(t *testing.T, ns string) string {
+	t.Helper()
+	out, err := exec.Command("kubectl", "--kubeconfig", hubCluster.Kubeconfig, "get", "rollouts.hub.cellsync.io", "-n", ns).CombinedOutput()
+	NewWithT(t).Expect(err).NotTo(HaveOccurred(), string(out))
+	return string(out)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/fluxcd/pkg/runtime/patch"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/record"
@@ -62,10 +63,13 @@ type ServerlessAppReconciler struct {
 type renderMark struct {
 	fingerprint string
 	at          time.Time
+	// desired is the revision rendered for each cell.
+	desired map[string]string
 }
 
 // +kubebuilder:rbac:groups=hub.cellsync.io,resources=serverlessapps,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=hub.cellsync.io,resources=serverlessapps/status;serverlessapps/finalizers,verbs=get;update;patch
+// +kubebuilder:rbac:groups=hub.cellsync.io,resources=rollouts,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -104,6 +108,13 @@ func (r *ServerlessAppReconciler) reconcile(ctx context.Context, app *hubv1alpha
 	if err := render.ValidateApp(app); err != nil {
 		return r.fail(err)
 	}
+	if err := r.ensureRollout(ctx, app); err != nil {
+		return outcome.Outcome{Kind: outcome.Retrying, Reason: hubv1alpha1.ReasonProgressing, Message: err.Error()}, ctrl.Result{}, err
+	}
+	if s := app.Spec.Strategy; s != nil && s.Type == hubv1alpha1.StrategyCanary {
+		return r.fail(&render.InvalidError{Reason: hubv1alpha1.ReasonStrategyNotReady,
+			Message: "canary rollouts are not implemented yet (docs/proposals/0001-rollouts.md); use strategy type AllAtOnce"})
+	}
 	pl := &hubv1alpha1.CellPlacement{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: app.Spec.PlacementRef.Name}, pl); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -115,9 +126,9 @@ func (r *ServerlessAppReconciler) reconcile(ctx context.Context, app *hubv1alpha
 	if err != nil {
 		return r.fail(err)
 	}
-	again := r.summarize(app, res.Names())
 	fp := fingerprint(app, pl, cells)
-	if r.unchanged(client.ObjectKeyFromObject(app), fp) {
+	if mark, ok := r.unchanged(client.ObjectKeyFromObject(app), fp); ok {
+		again := r.summarize(app, res.Names(), mark.desired)
 		return appOutcome(app, res, 0), ctrl.Result{RequeueAfter: again}, nil
 	}
 	rendered, err := renderCells(app, pl, res)
@@ -147,7 +158,12 @@ func (r *ServerlessAppReconciler) reconcile(ctx context.Context, app *hubv1alpha
 	if len(result.Commits) > 0 {
 		r.Recorder.Eventf(app, corev1.EventTypeNormal, hubv1alpha1.ReasonRendered, "Committed revision %s to %d cell branches", app.Status.Revision, len(result.Commits))
 	}
-	r.remember(client.ObjectKeyFromObject(app), fp)
+	desired := make(map[string]string, len(res.Cells))
+	for _, c := range res.Cells {
+		desired[c.Name] = rendered[c.BranchName()].app.Revision
+	}
+	r.remember(client.ObjectKeyFromObject(app), fp, desired)
+	again := r.summarize(app, res.Names(), desired)
 	return appOutcome(app, res, len(result.Commits)), ctrl.Result{RequeueAfter: again}, nil
 }
 
@@ -168,8 +184,11 @@ func appOutcome(app *hubv1alpha1.ServerlessApp, res *placement.Result, commits i
 
 // summarize fills the per-cell summary from the agents' reports and returns when to look
 // again: when the first of the app's fresh cells would turn stale, or at the resync.
-func (r *ServerlessAppReconciler) summarize(app *hubv1alpha1.ServerlessApp, cells []string) time.Duration {
+func (r *ServerlessAppReconciler) summarize(app *hubv1alpha1.ServerlessApp, cells []string, desired map[string]string) time.Duration {
 	statuses, staleAt := intake.AppCells(app, cells, r.Reports, time.Now(), r.StaleAfter)
+	for i := range statuses {
+		statuses[i].DesiredRevision = desired[statuses[i].Cell]
+	}
 	app.Status.ReadyCells = 0
 	for _, s := range statuses {
 		if s.Ready {
@@ -187,14 +206,14 @@ func (r *ServerlessAppReconciler) summarize(app *hubv1alpha1.ServerlessApp, cell
 	return next
 }
 
-func (r *ServerlessAppReconciler) unchanged(key types.NamespacedName, fp string) bool {
+func (r *ServerlessAppReconciler) unchanged(key types.NamespacedName, fp string) (renderMark, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	m, ok := r.rendered[key]
-	return ok && m.fingerprint == fp && time.Since(m.at) < r.Resync
+	return m, ok && m.fingerprint == fp && time.Since(m.at) < r.Resync
 }
 
-func (r *ServerlessAppReconciler) remember(key types.NamespacedName, fp string) {
+func (r *ServerlessAppReconciler) remember(key types.NamespacedName, fp string, desired map[string]string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.rendered == nil {
@@ -204,7 +223,7 @@ func (r *ServerlessAppReconciler) remember(key types.NamespacedName, fp string) 
 		delete(r.rendered, key)
 		return
 	}
-	r.rendered[key] = renderMark{fingerprint: fp, at: time.Now()}
+	r.rendered[key] = renderMark{fingerprint: fp, at: time.Now(), desired: desired}
 }
 
 // fingerprint hashes everything a render depends on: the app's spec and the annotations that
@@ -270,10 +289,30 @@ func (r *ServerlessAppReconciler) finalize(ctx context.Context, app *hubv1alpha1
 		return o, ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
 	}
 	controllerutil.RemoveFinalizer(app, hubv1alpha1.Finalizer)
-	r.remember(client.ObjectKeyFromObject(app), "")
+	r.remember(client.ObjectKeyFromObject(app), "", nil)
 	log := ctrl.LoggerFrom(ctx)
 	log.Info("Removed app from every cell branch", "app", klog.KObj(app))
 	return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonDeleting, Message: "Removed from every cell branch"}, ctrl.Result{}, nil
+}
+
+// ensureRollout creates the app's Rollout, owned by the app, when it does not exist yet.
+func (r *ServerlessAppReconciler) ensureRollout(ctx context.Context, app *hubv1alpha1.ServerlessApp) error {
+	ro := &hubv1alpha1.Rollout{}
+	err := r.Get(ctx, client.ObjectKeyFromObject(app), ro)
+	if err == nil || !apierrors.IsNotFound(err) {
+		return err
+	}
+	ro = &hubv1alpha1.Rollout{
+		ObjectMeta: metav1.ObjectMeta{Namespace: app.Namespace, Name: app.Name},
+		Spec:       hubv1alpha1.RolloutSpec{AppRef: corev1.LocalObjectReference{Name: app.Name}},
+	}
+	if err := controllerutil.SetControllerReference(app, ro, r.Scheme()); err != nil {
+		return err
+	}
+	if err := r.Create(ctx, ro, client.FieldOwner(FieldManager)); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("failed to create the app's Rollout: %w", err)
+	}
+	return nil
 }
 
 // renderedCell is one cell's copy of the app, ready for its branch.

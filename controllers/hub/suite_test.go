@@ -36,6 +36,7 @@ var (
 	gitServer  *testenv.GitServer
 	signingKey *openpgp.Entity
 	repoURL    string
+	hubCluster *testenv.Cluster
 )
 
 // staleAfter is the hub's heartbeat threshold in this suite.
@@ -52,6 +53,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	hubCluster = cluster
 	defer func() { _ = cluster.Stop() }()
 	gitServer, err = testenv.StartGitServer(gitUser, gitPassword)
 	if err != nil {

@@ -50,4 +50,6 @@ const (
 	ReasonHeartbeat         = "HeartbeatFresh"
 	ReasonAgentReady        = "AgentReady"
 	ReasonAgentNotReady     = "AgentNotReady"
+	ReasonStrategyNotReady  = "StrategyNotSupported"
+	ReasonRolledOut         = "RolledOut"
 )

@@ -34,6 +34,10 @@ type ServerlessAppSpec struct {
 	// +kubebuilder:validation:MaxItems=16
 	Schedules []Schedule `json:"schedules,omitempty"`
 
+	// Strategy says how a new revision rolls out; the default renders it everywhere at once.
+	// +optional
+	Strategy *Strategy `json:"strategy,omitempty"`
+
 	// Suspend stops rendering; cell branches keep what they have.
 	// +optional
 	Suspend bool `json:"suspend,omitempty"`
@@ -172,6 +176,10 @@ type CellAppStatus struct {
 	// Revision is the latest ready revision the cell reports.
 	// +optional
 	Revision string `json:"revision,omitempty"`
+	// DesiredRevision is the revision the hub rendered for the cell (overrides can make it
+	// differ between cells).
+	// +optional
+	DesiredRevision string `json:"desiredRevision,omitempty"`
 	// Message says why the app is not ready there.
 	// +optional
 	Message string `json:"message,omitempty"`

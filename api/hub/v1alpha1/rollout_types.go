@@ -1,0 +1,193 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// StrategyType is how a new revision reaches the cells.
+// +kubebuilder:validation:Enum=AllAtOnce;Canary
+type StrategyType string
+
+const (
+	// StrategyAllAtOnce renders the new revision into every placed cell at once.
+	StrategyAllAtOnce StrategyType = "AllAtOnce"
+	// StrategyCanary walks spec.strategy.canary.steps.
+	StrategyCanary StrategyType = "Canary"
+)
+
+// Strategy says how a new revision rolls out.
+type Strategy struct {
+	// +kubebuilder:default=AllAtOnce
+	// +optional
+	Type StrategyType `json:"type,omitempty"`
+	// Canary is required with type Canary.
+	// +optional
+	Canary *CanaryStrategy `json:"canary,omitempty"`
+}
+
+// CanaryStrategy is a list of steps through cells and traffic weights.
+type CanaryStrategy struct {
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=20
+	Steps []CanaryStep `json:"steps"`
+	// StaleCellPolicy says what a step does with a masked cell without a fresh heartbeat.
+	// +kubebuilder:validation:Enum=Wait;Skip;Fail
+	// +kubebuilder:default=Wait
+	// +optional
+	StaleCellPolicy string `json:"staleCellPolicy,omitempty"`
+	// FailureThreshold is how long a canary may report not Ready before the rollout aborts.
+	// +kubebuilder:default="5m"
+	// +optional
+	FailureThreshold *metav1.Duration `json:"failureThreshold,omitempty"`
+}
+
+// CanaryStep is one step: which cells get the canary, and its traffic share inside them.
+type CanaryStep struct {
+	// Cells picks the step's cells out of the placement.
+	Cells StepCells `json:"cells"`
+	// Weight is the canary's traffic percentage inside each picked cell.
+	Weight int32 `json:"weight"`
+	// Pause holds the rollout after the step is healthy: for a duration, or until a RolloutStep
+	// approves. Without it the next step follows as soon as this one is healthy.
+	// +optional
+	Pause *StepPause `json:"pause,omitempty"`
+}
+
+// StepCells picks cells: by name, by selector, by count or by percent of the placement.
+type StepCells struct {
+	// +optional
+	// +listType=set
+	Names []string `json:"names,omitempty"`
+	// +optional
+	Selector *metav1.LabelSelector `json:"selector,omitempty"`
+	// +optional
+	Count *int32 `json:"count,omitempty"`
+	// +optional
+	Percent *int32 `json:"percent,omitempty"`
+}
+
+// StepPause holds a rollout after a step.
+type StepPause struct {
+	// Duration is a bake time.
+	// +optional
+	Duration *metav1.Duration `json:"duration,omitempty"`
+	// UntilApproved waits for a RolloutStep with action Advance or Promote.
+	// +optional
+	UntilApproved bool `json:"untilApproved,omitempty"`
+}
+
+// RolloutPhase is where a rollout stands.
+// +kubebuilder:validation:Enum=Progressing;Paused;Completed;Aborted;Failed
+type RolloutPhase string
+
+// Rollout phases.
+const (
+	PhaseProgressing RolloutPhase = "Progressing"
+	PhasePaused      RolloutPhase = "Paused"
+	PhaseCompleted   RolloutPhase = "Completed"
+	PhaseAborted     RolloutPhase = "Aborted"
+	PhaseFailed      RolloutPhase = "Failed"
+)
+
+// RolloutSpec names the app; the hub creates one Rollout per ServerlessApp, owned by it.
+type RolloutSpec struct {
+	AppRef corev1.LocalObjectReference `json:"appRef"`
+}
+
+// RolloutCell is one cell's part in the rollout.
+type RolloutCell struct {
+	Cell string `json:"cell"`
+	// Updated is true when the cell runs the rollout's current revision (its report's app entry
+	// names it as the latest ready revision).
+	Updated bool `json:"updated"`
+	// Ready is true when the cell reports the app ready with a fresh heartbeat.
+	Ready bool `json:"ready"`
+	// Revision is the latest ready revision the cell reports.
+	// +optional
+	Revision string `json:"revision,omitempty"`
+	// AppliedCommit is the cell branch commit the cell reports applied.
+	// +optional
+	AppliedCommit string `json:"appliedCommit,omitempty"`
+}
+
+// RolloutStatus is the live progress of the app's current revision.
+type RolloutStatus struct {
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// +optional
+	Phase RolloutPhase `json:"phase,omitempty"`
+	// Step and Steps: the current step, 1-based, of how many; StepDisplay is "n/m".
+	// +optional
+	Step int32 `json:"step,omitempty"`
+	// +optional
+	Steps int32 `json:"steps,omitempty"`
+	// +optional
+	StepDisplay string `json:"stepDisplay,omitempty"`
+	// CanaryWeight is the canary's traffic share in the current step's cells (0 when none).
+	// +optional
+	CanaryWeight int32 `json:"canaryWeight"`
+	// StableRevision is the revision that completed last; CanaryRevision the one rolling out.
+	// +optional
+	StableRevision string `json:"stableRevision,omitempty"`
+	// +optional
+	CanaryRevision string `json:"canaryRevision,omitempty"`
+	// Cell counts and "updated/ready/total".
+	// +optional
+	UpdatedCells int32 `json:"updatedCells"`
+	// +optional
+	ReadyCells int32 `json:"readyCells"`
+	// +optional
+	TotalCells int32 `json:"totalCells"`
+	// +optional
+	CellsDisplay string `json:"cellsDisplay,omitempty"`
+	// Cells is each cell's part, sorted, at most 256.
+	// +optional
+	// +listType=map
+	// +listMapKey=cell
+	Cells []RolloutCell `json:"cells,omitempty"`
+	// Conditions: Ready, Reconciling, Stalled.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// Rollout shows, and is moved by RolloutSteps through, the rollout of one ServerlessApp's
+// revision. On clusters that also run Argo Rollouts, use the full name rollouts.hub.cellsync.io.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=csro,categories=cellsync
+// +kubebuilder:printcolumn:name="App",type=string,JSONPath=`.spec.appRef.name`
+// +kubebuilder:printcolumn:name="Step",type=string,JSONPath=`.status.stepDisplay`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Canary%",type=integer,JSONPath=`.status.canaryWeight`
+// +kubebuilder:printcolumn:name="Cells",type=string,JSONPath=`.status.cellsDisplay`
+// +kubebuilder:printcolumn:name="Stable",type=string,JSONPath=`.status.stableRevision`
+// +kubebuilder:printcolumn:name="Canary",type=string,JSONPath=`.status.canaryRevision`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type Rollout struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   RolloutSpec   `json:"spec,omitempty"`
+	Status RolloutStatus `json:"status,omitempty"`
+}
+
+// GetConditions returns the status conditions.
+func (r *Rollout) GetConditions() []metav1.Condition { return r.Status.Conditions }
+
+// SetConditions sets the status conditions.
+func (r *Rollout) SetConditions(c []metav1.Condition) { r.Status.Conditions = c }
+
+// RolloutList is a list of Rollouts.
+// +kubebuilder:object:root=true
+type RolloutList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Rollout `json:"items"`
+}
+
+func init() {
+	register(&Rollout{}, &RolloutList{})
+}
