@@ -89,9 +89,10 @@ bench: $(ENVTEST_DEP) $(KWOK) ## Run the benchmarks and print them as a table.
 ##@ Build
 
 .PHONY: build
-build: ## Build the hub and agent binaries into bin/.
+build: ## Build the hub, agent and kubectl-cells binaries into bin/.
 	$(GO) build -o $(LOCALBIN)/hub ./hub/cmd/hub
 	$(GO) build -o $(LOCALBIN)/agent ./agent/cmd/agent
+	$(GO) build -o $(LOCALBIN)/kubectl-cells ./hub/cmd/kubectl-cells
 
 .PHONY: run
 run: ## Run the hub against the current kubeconfig (GIT_URL=… required).

@@ -2,7 +2,9 @@ package hub_test
 
 import (
 	"context"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -99,6 +101,14 @@ func TestHubSeesAgentReports(t *testing.T) {
 	g.Expect(out).To(MatchRegexp(`(?m)^NAME\s+APP\s+STEP\s+PHASE\s+CANARY%\s+CELLS\s+STABLE\s+CANARY\s+AGE$`))
 	g.Expect(out).To(MatchRegexp(`(?m)^reported\s+reported\s+1/1\s+Completed\s+0\s+1/1/1\s+` + revision + `\s+\S+$`))
 
+	// The plugin, run as `kubectl cells`, shows the same, and each cell's part.
+	out = kubectlCells(t, "get", "rollouts", "-n", "intake")
+	g.Expect(out).To(MatchRegexp(`(?m)^reported\s+reported\s+1/1\s+Completed\s+0\s+1/1/1\s+` + revision + `\s+-\s+\S+$`))
+	out = kubectlCells(t, "status", "reported", "-n", "intake")
+	g.Expect(out).To(ContainSubstring("revision " + revision + "  rollout Completed 1/1  ready in 1 of 1 cells"))
+	g.Expect(out).To(MatchRegexp(`(?m)^CELL\s+CLUSTER\s+REVISION\s+TRAFFIC\s+READY\s+HEARTBEAT\s+MESSAGE$`))
+	g.Expect(out).To(MatchRegexp(`(?m)^s-1\s+member-s\s+` + revision + `\s+` + revision + `=100\s+true\s+\d+s ago\s+-$`))
+
 	// Heartbeats keep coming while the agent runs.
 	waitCell(t, cell, func(g Gomega, c *hubv1alpha1.Cell) {
 		g.Expect(c.Status.LastHeartbeatTime.Time).To(BeTemporally(">", first))
@@ -135,5 +145,22 @@ func getRollouts(t *testing.T, ns string) string {
 	t.Helper()
 	out, err := exec.Command("kubectl", "--kubeconfig", hubCluster.Kubeconfig, "get", "rollouts.hub.cellsync.io", "-n", ns).CombinedOutput()
 	NewWithT(t).Expect(err).NotTo(HaveOccurred(), string(out))
+	return string(out)
+}
+
+// kubectlCells runs the plugin through kubectl's plugin mechanism: the binary on PATH, invoked
+// as `kubectl cells`.
+func kubectlCells(t *testing.T, args ...string) string {
+	t.Helper()
+	g := NewWithT(t)
+	dir := t.TempDir()
+	build := exec.Command("go", "build", "-o", filepath.Join(dir, "kubectl-cells"), "./hub/cmd/kubectl-cells")
+	build.Dir = testenv.RepoRoot()
+	out, err := build.CombinedOutput()
+	g.Expect(err).NotTo(HaveOccurred(), string(out))
+	cmd := exec.Command("kubectl", append([]string{"cells"}, append(args, "--kubeconfig", hubCluster.Kubeconfig)...)...)
+	cmd.Env = append(os.Environ(), "PATH="+dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	out, err = cmd.CombinedOutput()
+	g.Expect(err).NotTo(HaveOccurred(), string(out))
 	return string(out)
 }

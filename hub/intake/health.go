@@ -2,12 +2,14 @@ package intake
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/fluxcd/pkg/apis/meta"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 )
 
@@ -72,7 +74,7 @@ func AppCells(app *hubv1alpha1.ServerlessApp, cells []string, reports *Reports, 
 			s.Message = "Not applied in the cell yet"
 			for _, a := range e.Report.Apps {
 				if a.App == app.Name && a.AppNamespace == app.Namespace {
-					s.Ready, s.Revision, s.Message = a.Ready, a.LatestReadyRevision, a.Message
+					s.Ready, s.Revision, s.Message, s.Traffic = a.Ready, a.LatestReadyRevision, a.Message, trafficString(a.Traffic)
 					if a.Ready {
 						s.Message = ""
 					}
@@ -83,4 +85,17 @@ func AppCells(app *hubv1alpha1.ServerlessApp, cells []string, reports *Reports, 
 		out = append(out, s)
 	}
 	return out, next
+}
+
+// trafficString renders a reported traffic split as "rev=90,rev2=10 (canary)".
+func trafficString(ts []agentv1alpha1.TrafficReport) string {
+	parts := make([]string, 0, len(ts))
+	for _, t := range ts {
+		p := fmt.Sprintf("%s=%d", t.RevisionName, t.Percent)
+		if t.Tag != "" {
+			p += " (" + t.Tag + ")"
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, ",")
 }

@@ -168,6 +168,11 @@ func revisionName(app string, template map[string]any) string {
 		}
 		c["metadata"] = mc
 	}
+	// A template whose metadata holds only its name hashes like one without metadata, so the
+	// app-level and per-cell revision names agree.
+	if meta, ok := c["metadata"].(map[string]any); ok && len(meta) == 0 {
+		delete(c, "metadata")
+	}
 	// json.Marshal sorts map keys, so the hash is stable.
 	b, _ := json.Marshal(c)
 	sum := sha256.Sum256(b)

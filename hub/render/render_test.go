@@ -52,6 +52,29 @@ func TestRenderKnativeService(t *testing.T) {
 	g.Expect(string(r.Files["apps/hello/service.yaml"])).NotTo(ContainSubstring("creationTimestamp"))
 }
 
+// The revision named in the app's status is the one each cell runs when no override changes it,
+// whatever the template holds.
+func TestAppRevisionMatchesCellRevision(t *testing.T) {
+	for name, app := range map[string]*hubv1alpha1.ServerlessApp{
+		"plain":       newApp("plain"),
+		"annotations": newApp("annotated", func(a *hubv1alpha1.ServerlessApp) { a.Spec.Template.Annotations = map[string]string{"x": "y"} }),
+		"labels":      newApp("labelled", func(a *hubv1alpha1.ServerlessApp) { a.Spec.Template.Labels = map[string]string{"x": "y"} }),
+		"scaling": newApp("scaled", func(a *hubv1alpha1.ServerlessApp) {
+			a.Spec.Template.Scaling = &hubv1alpha1.Scaling{MaxScale: ptr.To[int32](3)}
+		}),
+	} {
+		t.Run(name, func(t *testing.T) {
+			r, err := Render(Input{App: app, Cell: newCell("eu-1")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Revision != AppRevision(app) {
+				t.Fatalf("cell runs %s, app status would say %s", r.Revision, AppRevision(app))
+			}
+		})
+	}
+}
+
 func TestRenderIsDeterministicAndRevisionFollowsContent(t *testing.T) {
 	g := NewWithT(t)
 	a := newApp("hello")

@@ -176,6 +176,9 @@ type CellAppStatus struct {
 	// Revision is the latest ready revision the cell reports.
 	// +optional
 	Revision string `json:"revision,omitempty"`
+	// Traffic is the split the cell's Knative Service reports, as revision=percent pairs.
+	// +optional
+	Traffic string `json:"traffic,omitempty"`
 	// DesiredRevision is the revision the hub rendered for the cell (overrides can make it
 	// differ between cells).
 	// +optional
