@@ -2,6 +2,7 @@ package apply
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/fluxcd/cli-utils/pkg/kstatus/polling"
 	"github.com/fluxcd/pkg/ssa"
+	ssaerrors "github.com/fluxcd/pkg/ssa/errors"
+	ssautils "github.com/fluxcd/pkg/ssa/utils"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -38,15 +41,51 @@ type DryRunError struct{ Message string }
 
 func (e *DryRunError) Error() string { return e.Message }
 
-// Apply dry-runs every object whose kind the cluster serves, and only if all pass, applies them
-// in stages. Objects the apply leaves unchanged are not written (their resourceVersion stays).
+// Apply dry-runs every object and only if all pass, applies them in stages. Objects the apply
+// leaves unchanged are not written (their resourceVersion stays).
+//
+// With one stage (no CRDs, namespaces or classes: the default policy allows none), ssa's own
+// dry-run of the whole set already precedes any write, so nothing is dry-run twice. With several
+// stages, an earlier stage would be written before a later stage's dry-run, so every object whose
+// kind is already served is dry-run first.
 func (e *Engine) Apply(ctx context.Context, objs []*unstructured.Unstructured, owner client.ObjectKey, timeout time.Duration) (*ssa.ChangeSet, error) {
 	e.manager.SetOwnerLabels(objs, owner.Name, owner.Namespace)
+	if staged(objs) {
+		if err := e.dryRunAll(ctx, objs); err != nil {
+			return nil, err
+		}
+	}
+	opts := ssa.DefaultApplyOptions()
+	opts.WaitTimeout = timeout
+	opts.WaitInterval = time.Second
+	cs, err := e.manager.ApplyAllStaged(ctx, objs, opts)
+	var dry *ssaerrors.DryRunErr
+	if errors.As(err, &dry) {
+		return nil, &DryRunError{Message: "server-side dry-run refused the commit, nothing was applied: " + dry.Error()}
+	}
+	if err != nil {
+		return cs, fmt.Errorf("apply failed: %w", err)
+	}
+	return cs, nil
+}
+
+// staged reports whether ssa will apply objs in more than one stage.
+func staged(objs []*unstructured.Unstructured) bool {
+	for _, u := range objs {
+		if ssautils.IsClusterDefinition(u) || ssautils.IsClassDefinition(u) {
+			return true
+		}
+	}
+	return false
+}
+
+// dryRunAll dry-runs every object whose kind the cluster serves and reports every refusal.
+func (e *Engine) dryRunAll(ctx context.Context, objs []*unstructured.Unstructured) error {
 	var problems []string
 	for _, u := range objs {
 		gvk := u.GroupVersionKind()
 		if _, err := e.mapper.RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
-			continue // a kind that a CRD of this same commit brings; checked when its stage applies
+			continue // a kind that a CRD of this same commit brings; ssa dry-runs it in its stage
 		}
 		dry := u.DeepCopy()
 		err := e.client.Patch(ctx, dry, client.Apply, client.DryRunAll, client.ForceOwnership, client.FieldOwner(agentv1alpha1.FieldManager)) //nolint:staticcheck // unstructured apply
@@ -56,16 +95,9 @@ func (e *Engine) Apply(ctx context.Context, objs []*unstructured.Unstructured, o
 	}
 	if len(problems) > 0 {
 		sort.Strings(problems)
-		return nil, &DryRunError{Message: "server-side dry-run refused the commit, nothing was applied: " + strings.Join(problems, "; ")}
+		return &DryRunError{Message: "server-side dry-run refused the commit, nothing was applied: " + strings.Join(problems, "; ")}
 	}
-	opts := ssa.DefaultApplyOptions()
-	opts.WaitTimeout = timeout
-	opts.WaitInterval = time.Second
-	cs, err := e.manager.ApplyAllStaged(ctx, objs, opts)
-	if err != nil {
-		return cs, fmt.Errorf("apply failed: %w", err)
-	}
-	return cs, nil
+	return nil
 }
 
 // Prune deletes the objects of the previous inventory that the new objects no longer have.

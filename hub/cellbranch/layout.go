@@ -145,6 +145,17 @@ func folderOwner(files Files, dir string, self AppKey) (string, error) {
 	if !taken {
 		return "", nil
 	}
+	// Folders are exclusive (this check keeps them so): when the app's own record lists files in
+	// the folder, nobody else owns it, and the other apps' records need not be read.
+	if mine, err := ReadAppMeta(files, self); err != nil {
+		return "", err
+	} else if mine != nil {
+		for _, f := range mine.Files {
+			if strings.HasPrefix(f, prefix) {
+				return "", nil
+			}
+		}
+	}
 	for _, p := range files.List() {
 		if !strings.HasPrefix(p, appMetaDir+"/") {
 			continue

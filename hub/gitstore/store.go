@@ -200,7 +200,7 @@ func (s *Store) Apply(ctx context.Context, u Update) (*Result, error) {
 // applyOnce does one read-edit-push round. It returns pushErr for a push that failed and err for
 // anything else.
 func (s *Store) applyOnce(ctx context.Context, u Update, auth transport.AuthMethod, signer *openpgp.Entity, attempt int) (*Result, error, error) {
-	heads, err := s.refresh(ctx, auth, u.wants)
+	heads, err := s.refresh(ctx, auth, u.wants())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -254,19 +254,24 @@ func (s *Store) applyOnce(ctx context.Context, u Update, auth transport.AuthMeth
 	return res, nil, nil
 }
 
-// wants reports whether the update visits the branch.
-func (u Update) wants(branch string) bool {
+// wants returns whether the update visits a branch; the branch set is built once, so a refresh
+// over many refs costs one lookup per ref.
+func (u Update) wants() func(branch string) bool {
+	named := make(map[string]bool, len(u.Branches))
 	for _, b := range u.Branches {
-		if b == branch {
+		named[b] = true
+	}
+	return func(branch string) bool {
+		if named[branch] {
 			return true
 		}
-	}
-	for _, p := range u.Prefixes {
-		if strings.HasPrefix(branch, p) {
-			return true
+		for _, p := range u.Prefixes {
+			if strings.HasPrefix(branch, p) {
+				return true
+			}
 		}
+		return false
 	}
-	return false
 }
 
 func (s *Store) visitList(u Update, heads map[string]plumbing.Hash) []string {

@@ -246,3 +246,41 @@ func TestStoreStaysBoundedAndKeepsHistoryRight(t *testing.T) {
 	count, _ := testenv.Git(srv.RepoDir("gitops"), "rev-list", "--count", "cells/a")
 	g.Expect(count).To(Equal("10"))
 }
+
+// The hub's status intake fetches only the status refs that moved since it last looked.
+func TestReadFilesFetchesOnlyMovedRefs(t *testing.T) {
+	g := NewWithT(t)
+	srv, url := newServer(t)
+	writer := newStore(t, url, pass, nil)
+	ctx := context.Background()
+	report := func(branch, content string) {
+		_, err := writer.Apply(ctx, gitstore.Update{Message: "report", Branches: []string{branch}, Edit: func(_ string, tr *gitstore.Tree) error {
+			tr.Write("status.yaml", []byte(content))
+			return nil
+		}})
+		g.Expect(err).NotTo(HaveOccurred())
+	}
+	report("status/a", "a1")
+	report("status/b", "b1")
+	report("cells/a", "not a status")
+
+	reader := newStore(t, url, pass, nil)
+	files, err := reader.ReadFiles(ctx, "status/", "status.yaml")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(files).To(HaveLen(2))
+	g.Expect(string(files["status/a"].Content)).To(Equal("a1"))
+
+	before := srv.Requests()
+	_, err = reader.ReadFiles(ctx, "status/", "status.yaml")
+	g.Expect(err).NotTo(HaveOccurred())
+	unchanged := srv.Requests()
+	g.Expect(unchanged.RefListings-before.RefListings).To(Equal(1), "one ref listing per read")
+	g.Expect(unchanged.Fetches-before.Fetches).To(BeZero(), "nothing moved, nothing fetched")
+
+	report("status/b", "b2")
+	afterWrite := srv.Requests()
+	files, err = reader.ReadFiles(ctx, "status/", "status.yaml")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(string(files["status/b"].Content)).To(Equal("b2"))
+	g.Expect(srv.Requests().Fetches-afterWrite.Fetches).To(Equal(1), "one fetch for the one moved ref")
+}

@@ -26,6 +26,37 @@ type GitServer struct {
 	addr     string
 	listener net.Listener
 	srv      *http.Server
+	counts   Requests
+}
+
+// Requests counts what clients asked the server, by Git operation.
+type Requests struct {
+	// RefListings are ref advertisements for fetching (ls-remote, and the start of a fetch).
+	RefListings int
+	// Fetches are upload-pack requests that transfer objects.
+	Fetches int
+	// Pushes are receive-pack requests that send objects.
+	Pushes int
+}
+
+// Requests returns the counts so far.
+func (g *GitServer) Requests() Requests {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.counts
+}
+
+func (g *GitServer) count(r *http.Request) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	switch {
+	case r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/info/refs") && r.URL.Query().Get("service") == "git-upload-pack":
+		g.counts.RefListings++
+	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/git-upload-pack"):
+		g.counts.Fetches++
+	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/git-receive-pack"):
+		g.counts.Pushes++
+	}
 }
 
 // StartGitServer starts a server with the given credentials; an empty username disables auth.
@@ -102,6 +133,7 @@ func (g *GitServer) auth(next http.Handler) http.Handler {
 			// git http-backend refuses pushes from anonymous users.
 			r.Header.Set("Remote-User", u)
 		}
+		g.count(r)
 		next.ServeHTTP(w, r)
 	})
 }
