@@ -3,34 +3,74 @@ package hub
 import (
 	"context"
 	"fmt"
+	"sort"
+	"sync"
+	"time"
 
 	"github.com/fluxcd/pkg/runtime/patch"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	"github.com/cellsync/cellsync/controllers/outcome"
+	"github.com/cellsync/cellsync/hub/gitstore"
+	"github.com/cellsync/cellsync/hub/intake"
 )
 
-// RolloutReconciler keeps each Rollout's status: where the app's current revision stands in its
-// cells. It writes only the Rollout's status.
+// rolloutRefIndex indexes RolloutSteps by the Rollout they name.
+const rolloutRefIndex = ".spec.rolloutRef.name"
+
+// RolloutReconciler drives each Rollout. For an all-at-once app it only reports where the
+// revision stands. For a canary app it owns the app's files in the placed cells' branches: it
+// renders each step into the step's cells, judges the step's gate from the agents' reports,
+// takes RolloutSteps in creation order, advances, pauses, promotes, aborts and undoes.
 type RolloutReconciler struct {
 	client.Client
+	// APIReader reads Rollouts and RolloutSteps past the cache: a step acted on, or a status
+	// written, a moment ago must not be read back stale and acted on twice.
+	APIReader client.Reader
+	Store     *gitstore.Store
 	Recorder record.EventRecorder
+	// Reports holds the agents' last reports; Events names rollouts whose reports changed.
+	Reports    *intake.Reports
+	Events     <-chan event.GenericEvent
+	StaleAfter time.Duration
+	// Resync re-renders a completed canary app this often, like the ServerlessApp resync.
+	Resync time.Duration
+	// ReapplyEvery bounds how often an in-progress step is rendered again (to pick up a branch
+	// head that moved for another app); 0 means 10 s.
+	ReapplyEvery time.Duration
+
+	mu      sync.Mutex
+	applied map[types.NamespacedName]renderMark
 }
 
 // +kubebuilder:rbac:groups=hub.cellsync.io,resources=rollouts,verbs=get;list;watch
 // +kubebuilder:rbac:groups=hub.cellsync.io,resources=rollouts/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=hub.cellsync.io,resources=rolloutsteps,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups=hub.cellsync.io,resources=rolloutsteps/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=hub.cellsync.io,resources=serverlessapps,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=hub.cellsync.io,resources=cellplacements;cells,verbs=get;list;watch
 
-// Reconcile computes one Rollout's status.
+// Reconcile moves one Rollout.
 func (r *RolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	ro := &hubv1alpha1.Rollout{}
-	if err := r.Get(ctx, req.NamespacedName, ro); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+	if err := r.reader().Get(ctx, req.NamespacedName, ro); err != nil {
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, r.refuseOrphans(ctx, req.NamespacedName)
+		}
+		return ctrl.Result{}, err
 	}
 	patcher := patch.NewSerialPatcher(ro, r.Client)
 	var out outcome.Outcome
@@ -40,13 +80,30 @@ func (r *RolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request) (re
 		}
 	}()
 	app := &hubv1alpha1.ServerlessApp{}
-	if err := r.Get(ctx, client.ObjectKey{Namespace: ro.Namespace, Name: ro.Spec.AppRef.Name}, app); err != nil {
+	if err := r.reader().Get(ctx, client.ObjectKey{Namespace: ro.Namespace, Name: ro.Spec.AppRef.Name}, app); err != nil {
 		out = outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonProgressing, Message: fmt.Sprintf("ServerlessApp %q: %v", ro.Spec.AppRef.Name, client.IgnoreNotFound(err))}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	ro.Status = allAtOnceStatus(ro.Status, app)
-	out = rolloutOutcome(ro, app)
-	return ctrl.Result{}, nil
+	steps, err := r.pendingSteps(ctx, ro)
+	if err != nil {
+		out = outcome.Outcome{Kind: outcome.Retrying, Reason: hubv1alpha1.ReasonProgressing, Message: err.Error()}
+		return ctrl.Result{}, err
+	}
+	if !isCanary(app) {
+		for _, s := range steps {
+			r.refuse(ctx, ro, s, hubv1alpha1.ReasonInvalidStep, fmt.Sprintf("ServerlessApp %s rolls out all at once (spec.strategy.type AllAtOnce); RolloutSteps move canary rollouts only", app.Name))
+		}
+		ro.Status = allAtOnceStatus(ro.Status, app)
+		out = rolloutOutcome(ro, app)
+		return ctrl.Result{}, nil
+	}
+	c := &canary{r: r, ro: ro, app: app, now: time.Now()}
+	out, result, retErr = c.reconcile(ctx, steps)
+	return result, retErr
+}
+
+func isCanary(app *hubv1alpha1.ServerlessApp) bool {
+	return app.Spec.Strategy != nil && app.Spec.Strategy.Type == hubv1alpha1.StrategyCanary && app.Spec.Strategy.Canary != nil
 }
 
 // allAtOnceStatus is where an all-at-once rollout stands: one step, the app's revision as canary
@@ -56,6 +113,7 @@ func allAtOnceStatus(prev hubv1alpha1.RolloutStatus, app *hubv1alpha1.Serverless
 		ObservedGeneration: prev.ObservedGeneration,
 		Conditions:         prev.Conditions,
 		StableRevision:     prev.StableRevision,
+		History:            prev.History,
 		Step:               1,
 		Steps:              1,
 		StepDisplay:        "1/1",
@@ -78,12 +136,32 @@ func allAtOnceStatus(prev hubv1alpha1.RolloutStatus, app *hubv1alpha1.Serverless
 	case revision == "":
 		st.Phase = hubv1alpha1.PhaseProgressing
 	case revision == prev.StableRevision || (st.TotalCells > 0 && st.ReadyCells == st.TotalCells):
+		if revision != prev.StableRevision {
+			st.History = appendHistory(st.History, revision, app)
+		}
 		st.Phase, st.StableRevision, st.CanaryRevision, st.CanaryWeight = hubv1alpha1.PhaseCompleted, revision, "", 0
 	default:
 		st.Phase, st.CanaryRevision, st.CanaryWeight = hubv1alpha1.PhaseProgressing, revision, 100
 	}
 	st.CellsDisplay = fmt.Sprintf("%d/%d/%d", st.UpdatedCells, st.ReadyCells, st.TotalCells)
 	return st
+}
+
+// maxHistory bounds the revisions kept for undo.
+const maxHistory = 10
+
+func appendHistory(h []hubv1alpha1.RevisionRecord, revision string, app *hubv1alpha1.ServerlessApp) []hubv1alpha1.RevisionRecord {
+	out := make([]hubv1alpha1.RevisionRecord, 0, len(h)+1)
+	for _, r := range h {
+		if r.Revision != revision {
+			out = append(out, r)
+		}
+	}
+	out = append(out, hubv1alpha1.RevisionRecord{Revision: revision, Template: *app.Spec.Template.DeepCopy(), CompletedAt: nowTime()})
+	if len(out) > maxHistory {
+		out = out[len(out)-maxHistory:]
+	}
+	return out
 }
 
 func rolloutOutcome(ro *hubv1alpha1.Rollout, app *hubv1alpha1.ServerlessApp) outcome.Outcome {
@@ -96,13 +174,131 @@ func rolloutOutcome(ro *hubv1alpha1.Rollout, app *hubv1alpha1.ServerlessApp) out
 		Message: fmt.Sprintf("Rolling out %s: %s cells updated/ready/total", app.Status.Revision, st.CellsDisplay)}
 }
 
-// SetupWithManager registers the reconciler: Rollouts, and the apps they follow.
+// pendingSteps lists the rollout's RolloutSteps not acted on yet, oldest first.
+func (r *RolloutReconciler) pendingSteps(ctx context.Context, ro *hubv1alpha1.Rollout) ([]*hubv1alpha1.RolloutStep, error) {
+	all, err := r.stepsOf(ctx, ro.Namespace, ro.Name)
+	if err != nil {
+		return nil, err
+	}
+	var out []*hubv1alpha1.RolloutStep
+	for _, s := range all {
+		if s.Status.Phase == "" || s.Status.Phase == hubv1alpha1.StepPending {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// stepsOf lists the RolloutSteps that name a rollout, in creation order.
+func (r *RolloutReconciler) stepsOf(ctx context.Context, ns, name string) ([]*hubv1alpha1.RolloutStep, error) {
+	list := &hubv1alpha1.RolloutStepList{}
+	if err := r.List(ctx, list, client.InNamespace(ns), client.MatchingFields{rolloutRefIndex: name}); err != nil {
+		return nil, fmt.Errorf("failed to list RolloutSteps: %w", err)
+	}
+	out := make([]*hubv1alpha1.RolloutStep, 0, len(list.Items))
+	for i := range list.Items {
+		// The cache finds the rollout's steps; their status is read fresh.
+		s := &list.Items[i]
+		if r.APIReader != nil && (s.Status.Phase == "" || s.Status.Phase == hubv1alpha1.StepPending) {
+			fresh := &hubv1alpha1.RolloutStep{}
+			if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(s), fresh); err != nil {
+				if apierrors.IsNotFound(err) {
+					continue
+				}
+				return nil, fmt.Errorf("failed to read RolloutStep %s: %w", s.Name, err)
+			}
+			s = fresh
+		}
+		out = append(out, s)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := out[i].CreationTimestamp, out[j].CreationTimestamp
+		if !a.Equal(&b) {
+			return a.Before(&b)
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out, nil
+}
+
+func (r *RolloutReconciler) reader() client.Reader {
+	if r.APIReader != nil {
+		return r.APIReader
+	}
+	return r.Client
+}
+
+// refuseOrphans refuses the pending RolloutSteps that name a Rollout that does not exist.
+func (r *RolloutReconciler) refuseOrphans(ctx context.Context, key types.NamespacedName) error {
+	steps, err := r.stepsOf(ctx, key.Namespace, key.Name)
+	if err != nil {
+		return err
+	}
+	for _, s := range steps {
+		if s.Status.Phase == "" || s.Status.Phase == hubv1alpha1.StepPending {
+			r.refuse(ctx, nil, s, hubv1alpha1.ReasonRolloutNotFound,
+				fmt.Sprintf("Rollout %q does not exist in namespace %q (the hub creates one per ServerlessApp, with the app's name)", key.Name, key.Namespace))
+		}
+	}
+	return nil
+}
+
+// refuse marks a step Refused with a reason; nothing was written to Git for it.
+func (r *RolloutReconciler) refuse(ctx context.Context, ro *hubv1alpha1.Rollout, s *hubv1alpha1.RolloutStep, reason, msg string) {
+	r.setStep(ctx, ro, s, hubv1alpha1.StepRefused, reason, msg)
+}
+
+// setStep records what came of a step, with conditions and an event on the step (and on its
+// rollout when there is one).
+func (r *RolloutReconciler) setStep(ctx context.Context, ro *hubv1alpha1.Rollout, s *hubv1alpha1.RolloutStep, phase hubv1alpha1.RolloutStepPhase, reason, msg string) {
+	base := s.DeepCopy()
+	s.Status.Phase, s.Status.Message = phase, msg
+	if ro != nil && s.Status.CanaryRevision == "" {
+		s.Status.CanaryRevision = ro.Status.CanaryRevision
+	}
+	kind := outcome.Waiting
+	switch phase {
+	case hubv1alpha1.StepRefused:
+		kind = outcome.Stalled
+	case hubv1alpha1.StepSucceeded:
+		kind = outcome.Succeeded
+	case hubv1alpha1.StepSuperseded:
+		kind = outcome.Failed
+	}
+	outcome.SetConditions(s, outcome.Outcome{Kind: kind, Reason: reason, Message: msg})
+	if err := r.Status().Patch(ctx, s, client.MergeFrom(base), client.FieldOwner(FieldManager)); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Failed to record a RolloutStep's outcome", "step", s.Name)
+		return
+	}
+	typ := corev1.EventTypeNormal
+	if phase == hubv1alpha1.StepRefused || phase == hubv1alpha1.StepSuperseded {
+		typ = corev1.EventTypeWarning
+	}
+	r.Recorder.Event(s, typ, reason, msg)
+	if ro != nil && phase == hubv1alpha1.StepRefused {
+		r.Recorder.Eventf(ro, typ, reason, "RolloutStep %s refused: %s", s.Name, msg)
+	}
+}
+
+// SetupWithManager registers the reconciler: Rollouts, their apps, their RolloutSteps, and the
+// reports that mention their apps.
 func (r *RolloutReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
-		For(&hubv1alpha1.Rollout{}).
-		Watches(&hubv1alpha1.ServerlessApp{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			return []reconcile.Request{{NamespacedName: client.ObjectKeyFromObject(o)}}
-		})).
-		Named("rollout").
-		Complete(r)
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &hubv1alpha1.RolloutStep{}, rolloutRefIndex,
+		func(o client.Object) []string { return []string{o.(*hubv1alpha1.RolloutStep).Spec.RolloutRef.Name} }); err != nil {
+		return err
+	}
+	sameName := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: client.ObjectKeyFromObject(o)}}
+	})
+	b := ctrl.NewControllerManagedBy(mgr).
+		For(&hubv1alpha1.Rollout{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&hubv1alpha1.ServerlessApp{}, sameName).
+		Watches(&hubv1alpha1.RolloutStep{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			s := o.(*hubv1alpha1.RolloutStep)
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: s.Namespace, Name: s.Spec.RolloutRef.Name}}}
+		}), builder.WithPredicates(predicate.GenerationChangedPredicate{}))
+	if r.Events != nil {
+		b = b.WatchesRawSource(source.Channel(r.Events, &handler.EnqueueRequestForObject{}))
+	}
+	return b.Named("rollout").Complete(r)
 }

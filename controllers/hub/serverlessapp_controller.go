@@ -37,6 +37,7 @@ import (
 	"github.com/cellsync/cellsync/hub/intake"
 	"github.com/cellsync/cellsync/hub/placement"
 	"github.com/cellsync/cellsync/hub/render"
+	"github.com/cellsync/cellsync/hub/rollout"
 )
 
 // placementRefIndex indexes ServerlessApps by the CellPlacement they reference.
@@ -111,9 +112,8 @@ func (r *ServerlessAppReconciler) reconcile(ctx context.Context, app *hubv1alpha
 	if err := r.ensureRollout(ctx, app); err != nil {
 		return outcome.Outcome{Kind: outcome.Retrying, Reason: hubv1alpha1.ReasonProgressing, Message: err.Error()}, ctrl.Result{}, err
 	}
-	if s := app.Spec.Strategy; s != nil && s.Type == hubv1alpha1.StrategyCanary {
-		return r.fail(&render.InvalidError{Reason: hubv1alpha1.ReasonStrategyNotReady,
-			Message: "canary rollouts are not implemented yet (docs/proposals/0001-rollouts.md); use strategy type AllAtOnce"})
+	if s := app.Spec.Strategy; s != nil && s.Type == hubv1alpha1.StrategyCanary && s.Canary == nil {
+		return r.fail(&render.InvalidError{Reason: hubv1alpha1.ReasonInvalidStrategy, Message: "spec.strategy.type Canary needs spec.strategy.canary.steps"})
 	}
 	pl := &hubv1alpha1.CellPlacement{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: app.Spec.PlacementRef.Name}, pl); err != nil {
@@ -125,6 +125,12 @@ func (r *ServerlessAppReconciler) reconcile(ctx context.Context, app *hubv1alpha
 	cells, res, err := resolvePlacement(ctx, r.Client, pl)
 	if err != nil {
 		return r.fail(err)
+	}
+	canary := isCanary(app)
+	if canary && len(res.Cells) > 0 {
+		if err := rollout.Validate(rollout.Steps(app.Spec.Strategy.Canary), res.Cells); err != nil {
+			return r.fail(&render.InvalidError{Reason: hubv1alpha1.ReasonInvalidStrategy, Message: err.Error()})
+		}
 	}
 	fp := fingerprint(app, pl, cells)
 	if mark, ok := r.unchanged(client.ObjectKeyFromObject(app), fp); ok {
@@ -143,6 +149,10 @@ func (r *ServerlessAppReconciler) reconcile(ctx context.Context, app *hubv1alpha
 		Prefixes: []string{hubv1alpha1.CellBranchPrefix},
 		Edit: func(branch string, files *gitstore.Tree) error {
 			if c, ok := rendered[branch]; ok {
+				if canary {
+					// The Rollout controller writes a canary app's placed cells.
+					return nil
+				}
 				return cellbranch.PutApp(files, c.meta, key, c.app, sourceCommit, app.Generation)
 			}
 			return cellbranch.RemoveApp(files, cellMetaOf(branch, cells), key)

@@ -175,11 +175,22 @@ func TestBadInputStallsAndWritesNothing(t *testing.T) {
 		}), hubv1alpha1.ReasonInvalidSpec, "containerConcurrency"},
 		{"placement of another tenant's cells", newApp("tenant-blue", "tenant", "foreign", "ghcr.io/acme/x:v1"), hubv1alpha1.ReasonTenantViolation, `resolves cells of another tenant: b-red (tenant "red")`},
 		{"override that does not apply", newApp("bad", "ovr", "broken-override", "ghcr.io/acme/x:v1"), hubv1alpha1.ReasonOverrideFailed, `override "nope" does not apply to cell "b-1"`},
-		{"canary strategy (not implemented yet)", newApp("bad", "canary", "p", "ghcr.io/acme/x:v1", func(a *hubv1alpha1.ServerlessApp) {
+		{"canary step naming a cell outside the placement", newApp("bad", "canary", "p", "ghcr.io/acme/x:v1", func(a *hubv1alpha1.ServerlessApp) {
 			a.Spec.Strategy = &hubv1alpha1.Strategy{Type: hubv1alpha1.StrategyCanary, Canary: &hubv1alpha1.CanaryStrategy{
-				Steps: []hubv1alpha1.CanaryStep{{Cells: hubv1alpha1.StepCells{Names: []string{"b-1"}}, Weight: 100}},
+				Steps: []hubv1alpha1.CanaryStep{
+					{Cells: hubv1alpha1.StepCells{Names: []string{"b-elsewhere"}}, Weight: 10},
+					{Cells: hubv1alpha1.StepCells{Percent: ptr.To[int32](100)}, Weight: 100},
+				},
 			}}
-		}), hubv1alpha1.ReasonStrategyNotReady, "not implemented yet"},
+		}), hubv1alpha1.ReasonInvalidStrategy, "step 1: the step names cells outside the placement: b-elsewhere"},
+		{"canary weight over 100", newApp("bad", "canary-weight", "p", "ghcr.io/acme/x:v1", func(a *hubv1alpha1.ServerlessApp) {
+			a.Spec.Strategy = &hubv1alpha1.Strategy{Type: hubv1alpha1.StrategyCanary, Canary: &hubv1alpha1.CanaryStrategy{
+				Steps: []hubv1alpha1.CanaryStep{
+					{Cells: hubv1alpha1.StepCells{Names: []string{"b-1"}}, Weight: 150},
+					{Cells: hubv1alpha1.StepCells{Percent: ptr.To[int32](100)}, Weight: 100},
+				},
+			}}
+		}), hubv1alpha1.ReasonInvalidStrategy, "step 1: traffic weight 150 is not between 0 and 100"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

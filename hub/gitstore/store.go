@@ -146,7 +146,12 @@ type Update struct {
 	Branches []string
 	// Prefixes visit every existing branch whose name starts with one of them.
 	Prefixes []string
-	// Edit changes a branch's tree.
+	// Restore maps branches to a commit whose tree they get back (as a new commit on top of
+	// their head, so readers fast-forward) before Edit runs. A commit the clone lacks is fetched
+	// by its hash, which the Git server must allow (uploadpack.allowReachableSHA1InWant, as
+	// GitHub, GitLab and Gitea do).
+	Restore map[string]string
+	// Edit changes a branch's tree; nil leaves it as it is.
 	Edit EditFunc
 }
 
@@ -156,6 +161,8 @@ type Result struct {
 	Commits map[string]string
 	// Heads maps every visited branch to its head after the update ("" if it does not exist).
 	Heads map[string]string
+	// Before maps every visited branch to its head before the update ("" if it did not exist).
+	Before map[string]string
 	// Attempts is how many pushes it took (0 when nothing changed).
 	Attempts int
 }
@@ -205,7 +212,7 @@ func (s *Store) applyOnce(ctx context.Context, u Update, auth transport.AuthMeth
 		return nil, nil, err
 	}
 	visit := s.visitList(u, heads)
-	res := &Result{Commits: map[string]string{}, Heads: map[string]string{}}
+	res := &Result{Commits: map[string]string{}, Heads: map[string]string{}, Before: map[string]string{}}
 	var cmds []*packp.Command
 	for _, branch := range visit {
 		parent := heads[branch]
@@ -213,11 +220,19 @@ func (s *Store) applyOnce(ctx context.Context, u Update, auth transport.AuthMeth
 		if err != nil {
 			return nil, nil, err
 		}
-		if err := u.Edit(branch, tree); err != nil {
-			return nil, nil, err
+		if c, ok := u.Restore[branch]; ok {
+			if tree, err = s.restoredTree(ctx, auth, c); err != nil {
+				return nil, nil, err
+			}
+		}
+		if u.Edit != nil {
+			if err := u.Edit(branch, tree); err != nil {
+				return nil, nil, err
+			}
 		}
 		if !parent.IsZero() {
 			res.Heads[branch] = parent.String()
+			res.Before[branch] = parent.String()
 		}
 		if !tree.changed || (parent.IsZero() && tree.Len() == 0) {
 			continue
@@ -252,6 +267,31 @@ func (s *Store) applyOnce(ctx context.Context, u Update, auth transport.AuthMeth
 		}
 	}
 	return res, nil, nil
+}
+
+// restoredTree is an editable copy of a commit's tree, marked changed so that it is committed
+// when it differs from the head's. A commit missing from the clone is fetched by hash.
+func (s *Store) restoredTree(ctx context.Context, auth transport.AuthMethod, commit string) (*Tree, error) {
+	h := plumbing.NewHash(commit)
+	if h.IsZero() || h.String() != commit {
+		return nil, fmt.Errorf("cannot restore %q: not a commit hash", commit)
+	}
+	if s.repo.Storer.HasEncodedObject(h) != nil {
+		spec := config.RefSpec(commit + ":" + plumbing.NewRemoteReferenceName(remoteName, "restore/"+commit).String())
+		err := s.remote.FetchContext(ctx, &git.FetchOptions{RemoteName: remoteName, RefSpecs: []config.RefSpec{spec}, Auth: auth, Tags: git.NoTags, Depth: 1})
+		if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+			if errors.Is(err, git.ErrExactSHA1NotSupported) {
+				return nil, &ConfigError{Err: fmt.Errorf("commit %s is no longer in the hub's clone and the Git server does not serve commits by hash (set uploadpack.allowReachableSHA1InWant): %w", commit, err)}
+			}
+			return nil, classify(err, s.opts.URL)
+		}
+	}
+	tree, _, err := s.treeAt(h)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read commit %s: %w", commit, err)
+	}
+	tree.changed = true
+	return tree, nil
 }
 
 // wants returns whether the update visits a branch; the branch set is built once, so a refresh

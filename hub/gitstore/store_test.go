@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -283,4 +284,42 @@ func TestReadFilesFetchesOnlyMovedRefs(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(string(files["status/b"].Content)).To(Equal("b2"))
 	g.Expect(srv.Requests().Fetches-afterWrite.Fetches).To(Equal(1), "one fetch for the one moved ref")
+}
+
+// Restore gives a branch an earlier commit's tree back as a new commit on top of its head, and
+// works from a fresh clone that never saw that commit (fetched by hash).
+func TestRestorePutsAnEarlierTreeBackAsANewCommit(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	srv, url := newServer(t)
+	s := newStore(t, url, pass, nil)
+	first, err := s.Apply(ctx, gitstore.Update{Message: "v1", Branches: []string{"cells/a", "cells/b"}, Edit: write(map[string]string{"app.yaml": "v1"})})
+	g.Expect(err).NotTo(HaveOccurred())
+	second, err := s.Apply(ctx, gitstore.Update{Message: "v2", Branches: []string{"cells/a", "cells/b"}, Edit: write(map[string]string{"app.yaml": "v2", "new.yaml": "x"})})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(second.Before).To(Equal(first.Heads))
+
+	fresh := newStore(t, url, pass, nil)
+	res, err := fresh.Apply(ctx, gitstore.Update{Message: "restore", Branches: []string{"cells/a", "cells/b"},
+		Restore: map[string]string{"cells/a": first.Commits["cells/a"], "cells/b": first.Commits["cells/b"]}})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.Attempts).To(Equal(1), "both branches in one push")
+	for _, b := range []string{"cells/a", "cells/b"} {
+		tree := func(rev string) string {
+			out, err := testenv.Git(srv.RepoDir("gitops"), "rev-parse", rev+"^{tree}")
+			g.Expect(err).NotTo(HaveOccurred())
+			return strings.TrimSpace(out)
+		}
+		g.Expect(tree(res.Commits[b])).To(Equal(tree(first.Commits[b])))
+		out, err := testenv.Git(srv.RepoDir("gitops"), "rev-parse", res.Commits[b]+"^")
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(strings.TrimSpace(out)).To(Equal(second.Commits[b]), "a fast-forward on top of the head")
+	}
+
+	// Restoring a tree the branch already has writes nothing; a bad hash is an error.
+	res, err = fresh.Apply(ctx, gitstore.Update{Branches: []string{"cells/a"}, Restore: map[string]string{"cells/a": first.Commits["cells/a"]}})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.Commits).To(BeEmpty())
+	_, err = fresh.Apply(ctx, gitstore.Update{Branches: []string{"cells/a"}, Restore: map[string]string{"cells/a": "not-a-hash"}})
+	g.Expect(err).To(MatchError(ContainSubstring("not a commit hash")))
 }

@@ -58,15 +58,18 @@ type Intake struct {
 	Store    *gitstore.Store
 	Reports  *Reports
 	Interval time.Duration
-	// Cells and Apps receive the objects whose status may have changed.
-	Cells chan event.GenericEvent
-	Apps  chan event.GenericEvent
+	// Cells, Apps and Rollouts receive the objects whose status may have changed (a Rollout
+	// has its app's name).
+	Cells    chan event.GenericEvent
+	Apps     chan event.GenericEvent
+	Rollouts chan event.GenericEvent
 }
 
 // New returns an intake with buffered event channels.
 func New(store *gitstore.Store, reports *Reports, interval time.Duration) *Intake {
 	return &Intake{Store: store, Reports: reports, Interval: interval,
-		Cells: make(chan event.GenericEvent, 1024), Apps: make(chan event.GenericEvent, 1024)}
+		Cells: make(chan event.GenericEvent, 1024), Apps: make(chan event.GenericEvent, 1024),
+		Rollouts: make(chan event.GenericEvent, 1024)}
 }
 
 // NeedLeaderElection: only the leader reads reports, as only it writes status.
@@ -112,6 +115,7 @@ func (i *Intake) Poll(ctx context.Context) {
 		i.Cells <- event.GenericEvent{Object: &hubv1alpha1.Cell{ObjectMeta: metav1.ObjectMeta{Name: cell}}}
 		for _, key := range appsOf(prev.Report, rep) {
 			i.Apps <- event.GenericEvent{Object: &hubv1alpha1.ServerlessApp{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
+			i.Rollouts <- event.GenericEvent{Object: &hubv1alpha1.Rollout{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
 		}
 	}
 }

@@ -101,7 +101,11 @@ func Setup(mgr ctrl.Manager, cfg Config) (*gitstore.Store, error) {
 	if err := apps.SetupWithManager(mgr, cfg.Workers); err != nil {
 		return nil, fmt.Errorf("failed to set up the ServerlessApp controller: %w", err)
 	}
-	if err := (&hubcontrollers.RolloutReconciler{Client: mgr.GetClient(), Recorder: events}).SetupWithManager(mgr); err != nil {
+	rollouts := &hubcontrollers.RolloutReconciler{
+		Client: mgr.GetClient(), APIReader: reader, Store: store, Recorder: events, Reports: reports, Events: in.Rollouts,
+		StaleAfter: cfg.StaleAfter, Resync: cfg.Resync,
+	}
+	if err := rollouts.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("failed to set up the Rollout controller: %w", err)
 	}
 	return store, nil

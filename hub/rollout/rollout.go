@@ -32,6 +32,23 @@ type Step struct {
 	Weight int32
 }
 
+// Selection is the API's cell pick as a CellSelection.
+func Selection(c hubv1alpha1.StepCells) CellSelection {
+	return CellSelection{Names: c.Names, Selector: c.Selector, Count: c.Count, Percent: c.Percent}
+}
+
+// Steps is the API's canary strategy as steps.
+func Steps(s *hubv1alpha1.CanaryStrategy) []Step {
+	if s == nil {
+		return nil
+	}
+	out := make([]Step, 0, len(s.Steps))
+	for _, st := range s.Steps {
+		out = append(out, Step{Cells: Selection(st.Cells), Weight: st.Weight})
+	}
+	return out
+}
+
 // Error is input a person must fix.
 type Error struct{ Message string }
 
@@ -173,6 +190,8 @@ type Gate struct {
 	Waiting []string
 	Skipped []string
 	Failed  []string
+	// Notes says, per cell, why it has not passed ("" when it has).
+	Notes map[string]string
 }
 
 // Options tune a gate.
@@ -185,7 +204,11 @@ type Options struct {
 // Judge decides a step's gate from the cells' reports: a cell passes when it reports exactly
 // the rendered commit, Ready, with a fresh heartbeat, and the app ready there.
 func Judge(app, appNamespace string, cells []Expectation, reports *intake.Reports, now time.Time, o Options) Gate {
-	g := Gate{}
+	g := Gate{Notes: map[string]string{}}
+	note := func(cell, msg string) string {
+		g.Notes[cell] = msg
+		return fmt.Sprintf("%s: %s", cell, msg)
+	}
 	for _, exp := range cells {
 		e, ok := reports.Get(exp.Cell)
 		v := intake.View(e, ok, now, o.StaleAfter)
@@ -194,23 +217,24 @@ func Judge(app, appNamespace string, cells []Expectation, reports *intake.Report
 			switch o.Policy {
 			case StaleSkip:
 				g.Skipped = append(g.Skipped, exp.Cell)
+				g.Notes[exp.Cell] = "skipped (stale): " + v.Message
 			case StaleFail:
-				g.Failed = append(g.Failed, fmt.Sprintf("%s: %s", exp.Cell, v.Message))
+				g.Failed = append(g.Failed, note(exp.Cell, v.Message))
 				g.Abort = true
 			default:
-				g.Waiting = append(g.Waiting, fmt.Sprintf("%s: %s", exp.Cell, v.Message))
+				g.Waiting = append(g.Waiting, note(exp.Cell, v.Message))
 			}
 		case e.Report.AppliedCommit != exp.Commit:
-			g.Waiting = append(g.Waiting, fmt.Sprintf("%s: applied %s, waiting for %s", exp.Cell, short(e.Report.AppliedCommit), short(exp.Commit)))
+			g.Waiting = append(g.Waiting, note(exp.Cell, fmt.Sprintf("applied %s, waiting for %s", short(e.Report.AppliedCommit), short(exp.Commit))))
 		default:
 			ready, msg := appReady(e.Report, app, appNamespace)
 			switch {
 			case ready:
 			case o.FailureThreshold > 0 && now.Sub(exp.Since) >= o.FailureThreshold:
-				g.Failed = append(g.Failed, fmt.Sprintf("%s: %s", exp.Cell, msg))
+				g.Failed = append(g.Failed, note(exp.Cell, msg))
 				g.Abort = true
 			default:
-				g.Waiting = append(g.Waiting, fmt.Sprintf("%s: %s", exp.Cell, msg))
+				g.Waiting = append(g.Waiting, note(exp.Cell, msg))
 			}
 		}
 	}

@@ -146,6 +146,7 @@ func (g *GitServer) CreateRepo(name string) (string, error) {
 		{"init", "--bare", "--initial-branch=main", dir},
 		{"-C", dir, "config", "http.receivepack", "true"},
 		{"-C", dir, "config", "receive.advertiseAtomic", "true"},
+		{"-C", dir, "config", "uploadpack.allowReachableSHA1InWant", "true"},
 	} {
 		if out, err := exec.Command("git", args...).CombinedOutput(); err != nil {
 			return "", fmt.Errorf("git %s: %v: %s", strings.Join(args, " "), err, out)

@@ -50,6 +50,25 @@ const (
 	ReasonHeartbeat         = "HeartbeatFresh"
 	ReasonAgentReady        = "AgentReady"
 	ReasonAgentNotReady     = "AgentNotReady"
-	ReasonStrategyNotReady  = "StrategyNotSupported"
 	ReasonRolledOut         = "RolledOut"
+	ReasonInvalidStrategy   = "InvalidStrategy"
+	ReasonStepApplied       = "StepApplied"
+	ReasonStepComplete      = "StepComplete"
+	ReasonAwaitingApproval  = "AwaitingApproval"
+	ReasonPaused            = "Paused"
+	ReasonAborted           = "Aborted"
+	ReasonSuperseded        = "Superseded"
+	ReasonRolloutNotFound   = "RolloutNotFound"
+	ReasonInvalidStep       = "InvalidStep"
+	ReasonStepConflict      = "ConflictingStep"
+	ReasonStepDone          = "StepSucceeded"
+	ReasonUndoFailed        = "UndoRefused"
+)
+
+// Labels on hub-made objects.
+const (
+	// LabelRollout names a RolloutStep's rollout, for listing a rollout's steps.
+	LabelRollout = "hub.cellsync.io/rollout"
+	// LabelCreatedBy says who made a RolloutStep: "hub" for automatic advances.
+	LabelCreatedBy = "hub.cellsync.io/created-by"
 )

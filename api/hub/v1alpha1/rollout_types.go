@@ -109,6 +109,39 @@ type RolloutCell struct {
 	// AppliedCommit is the cell branch commit the cell reports applied.
 	// +optional
 	AppliedCommit string `json:"appliedCommit,omitempty"`
+	// Canary is true when the current step has the cell run the canary revision.
+	// +optional
+	Canary bool `json:"canary,omitempty"`
+	// Weight is the canary's traffic share in the cell.
+	// +optional
+	Weight int32 `json:"weight,omitempty"`
+	// StableRevision is the revision the cell ran before the rollout touched it.
+	// +optional
+	StableRevision string `json:"stableRevision,omitempty"`
+	// LastKnownGood is the branch commit before the rollout first touched the cell; an abort
+	// puts its tree back. "none" when the branch did not exist.
+	// +optional
+	LastKnownGood string `json:"lastKnownGood,omitempty"`
+	// ExpectedCommit is the branch commit the current step waits for the cell to apply, and
+	// ExpectedSince when the hub first expected it.
+	// +optional
+	ExpectedCommit string `json:"expectedCommit,omitempty"`
+	// +optional
+	ExpectedSince *metav1.Time `json:"expectedSince,omitempty"`
+	// Skipped is true when a stale cell was passed over by staleCellPolicy Skip.
+	// +optional
+	Skipped bool `json:"skipped,omitempty"`
+	// Message says what the step waits for in this cell.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// RevisionRecord is a revision that completed a rollout, kept for undo.
+type RevisionRecord struct {
+	Revision string `json:"revision"`
+	// Template is the app template that rendered the revision.
+	Template    RevisionTemplate `json:"template"`
+	CompletedAt metav1.Time      `json:"completedAt"`
 }
 
 // RolloutStatus is the live progress of the app's current revision.
@@ -141,7 +174,30 @@ type RolloutStatus struct {
 	TotalCells int32 `json:"totalCells"`
 	// +optional
 	CellsDisplay string `json:"cellsDisplay,omitempty"`
-	// Cells is each cell's part, sorted, at most 256.
+	// Paused is true after a Pause RolloutStep, until a Resume, Advance or Promote.
+	// +optional
+	Paused bool `json:"paused,omitempty"`
+	// StepCompletedAt is when every masked cell passed the current step's gate.
+	// +optional
+	StepCompletedAt *metav1.Time `json:"stepCompletedAt,omitempty"`
+	// CurrentStep names the RolloutStep that moved the rollout to its current step.
+	// +optional
+	CurrentStep string `json:"currentStep,omitempty"`
+	// SkippedCells are the stale cells the current step passed over (staleCellPolicy Skip).
+	// +optional
+	// +listType=set
+	SkippedCells []string `json:"skippedCells,omitempty"`
+	// SupersededRevision is the canary a spec change replaced before it completed.
+	// +optional
+	SupersededRevision string `json:"supersededRevision,omitempty"`
+	// Message says where the rollout stands, or why it aborted.
+	// +optional
+	Message string `json:"message,omitempty"`
+	// History lists the last revisions that completed, newest last, at most 10, for undo.
+	// +optional
+	History []RevisionRecord `json:"history,omitempty"`
+	// Cells is each cell's part, sorted, at most 1000 (a canary strategy refuses larger
+	// placements, so every touched cell's last-known-good commit is kept).
 	// +optional
 	// +listType=map
 	// +listMapKey=cell
@@ -165,6 +221,7 @@ type RolloutStatus struct {
 // +kubebuilder:printcolumn:name="Cells",type=string,JSONPath=`.status.cellsDisplay`
 // +kubebuilder:printcolumn:name="Stable",type=string,JSONPath=`.status.stableRevision`
 // +kubebuilder:printcolumn:name="Canary",type=string,JSONPath=`.status.canaryRevision`
+// +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.message`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type Rollout struct {
 	metav1.TypeMeta   `json:",inline"`

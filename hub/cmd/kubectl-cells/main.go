@@ -1,7 +1,6 @@
 // Command kubectl-cells is the cellsync kubectl plugin: `kubectl cells ...` with the binary on
-// PATH. It only reads the hub today; the commands that move rollouts (promote, pause, resume,
-// abort, undo) arrive with RolloutStep and will act by creating RolloutSteps, never by editing
-// status.
+// PATH. It reads rollouts and apps, and moves rollouts (promote, pause, resume, abort, undo) by
+// creating RolloutSteps, never by editing status.
 package main
 
 import (
@@ -15,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/duration"
@@ -24,13 +24,22 @@ import (
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 )
 
-const usage = `kubectl cells: look at cellsync rollouts on the hub.
+const usage = `kubectl cells: look at and move cellsync rollouts on the hub.
 
 Usage:
   kubectl cells get rollouts [-n NAMESPACE | -A] [-w]   where every rollout stands
   kubectl cells status APP [-n NAMESPACE]               an app's state in each of its cells
+  kubectl cells promote APP [--full]                    approve the next step (--full: skip every step)
+  kubectl cells pause APP                               stop automatic advances
+  kubectl cells resume APP                              let automatic advances go on
+  kubectl cells abort APP                               put every touched cell back at its last-known-good commit
+  kubectl cells undo APP [--to-revision R]              roll forward to an earlier revision
 
-Flags (after the command): --kubeconfig, --context, -n/--namespace, -A/--all-namespaces, -w/--watch
+Each acting command creates a RolloutStep and prints its name; "kubectl get rolloutsteps"
+shows what came of it.
+
+Flags (after the command): --kubeconfig, --context, -n/--namespace, -A/--all-namespaces,
+-w/--watch, --full, --to-revision, --reason
 `
 
 func main() {
@@ -42,7 +51,8 @@ func main() {
 
 type options struct {
 	kubeconfig, context, namespace string
-	all, watch                     bool
+	all, watch, full               bool
+	toRevision, reason             string
 }
 
 func run(args []string, out io.Writer) error {
@@ -64,6 +74,9 @@ func run(args []string, out io.Writer) error {
 	fs.BoolVar(&o.all, "A", false, "all namespaces")
 	fs.BoolVar(&o.watch, "watch", false, "watch for changes")
 	fs.BoolVar(&o.watch, "w", false, "watch for changes")
+	fs.BoolVar(&o.full, "full", false, "promote: skip every remaining step")
+	fs.StringVar(&o.toRevision, "to-revision", "", "undo: the revision to go back to")
+	fs.StringVar(&o.reason, "reason", "", "recorded with the step")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -81,6 +94,8 @@ func run(args []string, out io.Writer) error {
 		return getRollouts(ctx, c, ns, o.watch, out)
 	case len(cmd) == 2 && cmd[0] == "status":
 		return status(ctx, c, ns, cmd[1], out)
+	case len(cmd) == 2 && actions[cmd[0]] != "":
+		return act(ctx, c, ns, cmd[1], cmd[0], o, out)
 	default:
 		return fmt.Errorf("unknown command %q\n\n%s", strings.Join(cmd, " "), usage)
 	}
@@ -179,6 +194,51 @@ func status(ctx context.Context, c client.Client, ns, name string, out io.Writer
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%t\t%s\t%s\n", s.Cell, cluster, dash(s.Revision), dash(s.Traffic), s.Ready, heartbeat, dash(s.Message))
 	}
 	return w.Flush()
+}
+
+// actions maps the acting commands to the RolloutStep action they create.
+var actions = map[string]hubv1alpha1.RolloutAction{
+	"promote": hubv1alpha1.ActionAdvance,
+	"pause":   hubv1alpha1.ActionPause,
+	"resume":  hubv1alpha1.ActionResume,
+	"abort":   hubv1alpha1.ActionAbort,
+	"undo":    hubv1alpha1.ActionUndo,
+}
+
+// act creates the RolloutStep for a command, after checking that the rollout exists.
+func act(ctx context.Context, c client.Client, ns, app, command string, o options, out io.Writer) error {
+	ro := &hubv1alpha1.Rollout{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: app}, ro); err != nil {
+		return fmt.Errorf("cannot read Rollout %s/%s: %w", ns, app, err)
+	}
+	action := actions[command]
+	if command == "promote" && o.full {
+		action = hubv1alpha1.ActionPromote
+	}
+	reason := o.reason
+	if reason == "" {
+		reason = "kubectl cells " + command
+		if user := os.Getenv("USER"); user != "" {
+			reason += " by " + user
+		}
+	}
+	step := &hubv1alpha1.RolloutStep{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: app + "-" + command + "-",
+			Labels: map[string]string{hubv1alpha1.LabelRollout: app, hubv1alpha1.LabelCreatedBy: "kubectl-cells"}},
+		Spec: hubv1alpha1.RolloutStepSpec{
+			RolloutRef: corev1.LocalObjectReference{Name: app},
+			Action:     action,
+			Reason:     reason,
+		},
+	}
+	if command == "undo" {
+		step.Spec.Revision = o.toRevision
+	}
+	if err := c.Create(ctx, step); err != nil {
+		return fmt.Errorf("cannot create a RolloutStep: %w", err)
+	}
+	fmt.Fprintf(out, "rolloutstep.hub.cellsync.io/%s created (%s %s/%s)\n", step.Name, action, ns, app)
+	return nil
 }
 
 func dash(s string) string {
