@@ -1,10 +1,14 @@
 -- Health of a cellsync object for Argo CD, from its kstatus conditions:
 -- Stalled=True is Degraded, Reconciling=True is Progressing, Ready=True is Healthy, Ready=False
 -- is Degraded (Progressing when the reason says it is still on its way), no Ready yet is
--- Progressing. A Cell that is Stale is Degraded whatever else it says.
+-- Progressing. A Cell that is Stale is Degraded whatever else it says. A Rollout that is Paused
+-- (awaiting approval or paused by a RolloutStep) is Suspended.
 local hs = {status = "Progressing", message = "Waiting for status"}
 if obj.status == nil or obj.status.conditions == nil then
   return hs
+end
+if obj.kind == "Rollout" and obj.status.phase == "Paused" then
+  return {status = "Suspended", message = obj.status.message}
 end
 if obj.metadata.generation ~= nil and obj.status.observedGeneration ~= nil and obj.status.observedGeneration < obj.metadata.generation then
   hs.message = "Waiting for the controller to observe the latest generation"

@@ -567,14 +567,15 @@ func (c *canary) progress(ctx context.Context) (outcome.Outcome, ctrl.Result, er
 }
 
 // requestNext creates the RolloutStep that advances an automatic step. Its name is fixed by the
-// revision and the step, so a repeated reconcile cannot create two.
+// revision, the app's generation and the step, so a repeated reconcile cannot create two, and a
+// later rollout of the same revision (after an undo) gets new ones.
 func (c *canary) requestNext(ctx context.Context) error {
 	st := &c.ro.Status
 	next := st.Step + 1
 	s := &hubv1alpha1.RolloutStep{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: c.ro.Namespace,
-			Name:      fmt.Sprintf("%s-%s-%d", c.ro.Name, revisionSuffix(c.rev), next),
+			Name:      fmt.Sprintf("%s-%s-g%d-%d", c.ro.Name, revisionSuffix(c.rev), c.app.Generation, next),
 			Labels:    map[string]string{hubv1alpha1.LabelRollout: c.ro.Name, hubv1alpha1.LabelCreatedBy: "hub"},
 		},
 		Spec: hubv1alpha1.RolloutStepSpec{

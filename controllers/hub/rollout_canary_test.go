@@ -587,3 +587,63 @@ func TestPausedRolloutWithKubectl(t *testing.T) {
 	})
 	g.Expect(ro.Status.StepDisplay).To(Equal("1/2"))
 }
+
+// A change during a rollout supersedes it: the new revision starts at step 1 from the cells'
+// stable revisions, cells the old canary reached outside the new first step go back to their
+// last-known-good trees, and the step that was in progress is marked Superseded. The plugin's
+// pause holds automatic advances until resume.
+func TestCanarySupersededAndPaused(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	newNamespace(t, "super", "")
+	all := []string{"su-a", "su-b", "su-c"}
+	for _, n := range all {
+		newCell(t, n, "member-"+n, map[string]string{hubv1alpha1.LabelRegion: "super"})
+	}
+	app := canaryApp("super", "api", "p", "ghcr.io/acme/api:v1", step(50, "su-a"), step(50, "su-a", "su-b"), step(100))
+	create(t, newPlacement("super", "p", hubv1alpha1.CellPlacementSpec{CellSelector: selectLabels(hubv1alpha1.LabelRegion, "super")}), app)
+	agents := newCells(t)
+	rev1 := render.AppRevision(app)
+	waitStep(t, app, "3/3", hubv1alpha1.PhaseProgressing, 100)
+	agents.readyAt(app, rev1, all...)
+	waitCompleted(t, app, rev1)
+	lkg := heads(t)
+
+	rev2 := setImage(t, app, "ghcr.io/acme/api:v2")
+	waitStep(t, app, "1/3", hubv1alpha1.PhaseProgressing, 50)
+	agents.readyAt(app, rev2, "su-a")
+	ro := waitStep(t, app, "2/3", hubv1alpha1.PhaseProgressing, 50)
+	inProgress := &hubv1alpha1.RolloutStep{ObjectMeta: metav1.ObjectMeta{Namespace: "super", Name: ro.Status.CurrentStep}}
+	expectTraffic(t, "su-b", "api", target{rev1, 50, render.TagStable}, target{rev2, 50, render.TagCanary})
+
+	rev3 := setImage(t, app, "ghcr.io/acme/api:v3")
+	ro = waitStep(t, app, "1/3", hubv1alpha1.PhaseProgressing, 50)
+	g.Expect(ro.Status.CanaryRevision).To(Equal(rev3))
+	g.Expect(ro.Status.SupersededRevision).To(Equal(rev2))
+	expectTraffic(t, "su-a", "api", target{rev1, 50, render.TagStable}, target{rev3, 50, render.TagCanary})
+	h := heads(t)
+	g.Expect(tree(t, h["cells/su-b"])).To(Equal(tree(t, lkg["cells/su-b"])), "su-b ran the superseded canary and goes back to its last-known-good tree")
+	g.Expect(h["cells/su-c"]).To(Equal(lkg["cells/su-c"]))
+	waitStepPhase(t, inProgress, hubv1alpha1.StepSuperseded, hubv1alpha1.ReasonSuperseded, "Superseded by revision "+rev3)
+	expectEvent(t, ro, corev1.EventTypeNormal, hubv1alpha1.ReasonSuperseded)
+
+	// Paused: the healthy step does not advance until resumed.
+	g.Expect(kubectlCells(t, "pause", "api", "-n", "super")).To(ContainSubstring("created (Pause super/api)"))
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ro), ro)).To(Succeed())
+		g.Expect(ro.Status.Paused).To(BeTrue())
+	}, timeout, poll).Should(Succeed())
+	agents.readyAt(app, rev3, "su-a")
+	waitRollout(t, rolloutOf(app), func(g Gomega, r *hubv1alpha1.Rollout) {
+		g.Expect(r.Status.Phase).To(Equal(hubv1alpha1.PhasePaused))
+		g.Expect(r.Status.StepCompletedAt).NotTo(BeNil())
+		g.Expect(r.Status.Message).To(ContainSubstring("paused by a RolloutStep"))
+	})
+	g.Consistently(func(g Gomega) {
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ro), ro)).To(Succeed())
+		g.Expect(ro.Status.StepDisplay).To(Equal("1/3"))
+	}, 2*time.Second, 200*time.Millisecond).Should(Succeed())
+	g.Expect(kubectlCells(t, "resume", "api", "-n", "super")).To(ContainSubstring("created (Resume super/api)"))
+	waitStep(t, app, "2/3", hubv1alpha1.PhaseProgressing, 50)
+	expectTraffic(t, "su-b", "api", target{rev1, 50, render.TagStable}, target{rev3, 50, render.TagCanary})
+}

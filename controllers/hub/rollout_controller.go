@@ -41,7 +41,7 @@ type RolloutReconciler struct {
 	// written, a moment ago must not be read back stale and acted on twice.
 	APIReader client.Reader
 	Store     *gitstore.Store
-	Recorder record.EventRecorder
+	Recorder  record.EventRecorder
 	// Reports holds the agents' last reports; Events names rollouts whose reports changed.
 	Reports    *intake.Reports
 	Events     <-chan event.GenericEvent
@@ -99,7 +99,37 @@ func (r *RolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request) (re
 	}
 	c := &canary{r: r, ro: ro, app: app, now: time.Now()}
 	out, result, retErr = c.reconcile(ctx, steps)
+	r.pruneSteps(ctx, ro)
 	return result, retErr
+}
+
+// keepFinishedSteps is how many finished RolloutSteps a rollout keeps, newest first.
+const keepFinishedSteps = 20
+
+// pruneSteps deletes a rollout's oldest finished RolloutSteps beyond keepFinishedSteps.
+func (r *RolloutReconciler) pruneSteps(ctx context.Context, ro *hubv1alpha1.Rollout) {
+	list := &hubv1alpha1.RolloutStepList{}
+	if err := r.List(ctx, list, client.InNamespace(ro.Namespace), client.MatchingFields{rolloutRefIndex: ro.Name}); err != nil {
+		return
+	}
+	var finished []*hubv1alpha1.RolloutStep
+	for i := range list.Items {
+		switch list.Items[i].Status.Phase {
+		case hubv1alpha1.StepSucceeded, hubv1alpha1.StepRefused, hubv1alpha1.StepSuperseded:
+			finished = append(finished, &list.Items[i])
+		}
+	}
+	if len(finished) <= keepFinishedSteps {
+		return
+	}
+	sort.Slice(finished, func(i, j int) bool {
+		return finished[i].CreationTimestamp.Before(&finished[j].CreationTimestamp)
+	})
+	for _, s := range finished[:len(finished)-keepFinishedSteps] {
+		if err := r.Delete(ctx, s); client.IgnoreNotFound(err) != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Failed to delete an old RolloutStep", "step", s.Name)
+		}
+	}
 }
 
 func isCanary(app *hubv1alpha1.ServerlessApp) bool {

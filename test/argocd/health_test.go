@@ -81,6 +81,9 @@ func TestHealthScript(t *testing.T) {
 		{"health check failed", "metadata: {generation: 1}\nstatus: {observedGeneration: 1, conditions: [{type: Ready, status: 'False', reason: HealthCheckFailed, message: RevisionFailed}]}", "Degraded"},
 		{"stale cell", "metadata: {generation: 1}\nstatus: {observedGeneration: 1, conditions: [{type: Ready, status: 'False', reason: Stale, message: old}, {type: Stale, status: 'True', reason: Stale, message: old}]}", "Degraded"},
 		{"cell awaiting its first report", "metadata: {generation: 1}\nstatus: {observedGeneration: 1, conditions: [{type: Ready, status: 'False', reason: NoReport, message: none}, {type: Reconciling, status: 'True', reason: Progressing, message: none}]}", "Progressing"},
+		{"paused rollout", "kind: Rollout\nmetadata: {generation: 1}\nstatus: {observedGeneration: 1, phase: Paused, message: waiting for approval, conditions: [{type: Ready, status: 'False', reason: AwaitingApproval, message: w}, {type: Reconciling, status: 'True', reason: Progressing, message: w}]}", "Suspended"},
+		{"aborted rollout", "kind: Rollout\nmetadata: {generation: 1}\nstatus: {observedGeneration: 1, phase: Aborted, conditions: [{type: Ready, status: 'False', reason: Aborted, message: canary failed}]}", "Degraded"},
+		{"refused rollout step", "kind: RolloutStep\nmetadata: {generation: 1}\nstatus: {phase: Refused, conditions: [{type: Ready, status: 'False', reason: InvalidStep, message: no}, {type: Stalled, status: 'True', reason: InvalidStep, message: no}]}", "Degraded"},
 		{"suspended", "metadata: {generation: 1}\nstatus: {observedGeneration: 1, conditions: [{type: Ready, status: 'False', reason: Suspended, message: s}]}", "Suspended"},
 	}
 	for _, tt := range tests {
@@ -102,7 +105,7 @@ func TestHealthScript(t *testing.T) {
 	if err := yaml.Unmarshal(patch, &cm); err != nil {
 		t.Fatal(err)
 	}
-	for _, kind := range []string{"hub.cellsync.io_Cell", "hub.cellsync.io_CellPlacement", "hub.cellsync.io_ServerlessApp", "agent.cellsync.io_CellSync"} {
+	for _, kind := range []string{"hub.cellsync.io_Cell", "hub.cellsync.io_CellPlacement", "hub.cellsync.io_ServerlessApp", "hub.cellsync.io_Rollout", "hub.cellsync.io_RolloutStep", "agent.cellsync.io_CellSync"} {
 		got := cm.Data["resource.customizations.health."+kind]
 		if strings.TrimSpace(got) != strings.TrimSpace(script) {
 			t.Errorf("argocd-cm-patch.yaml has a different script for %s; regenerate it from health.lua", kind)
