@@ -479,3 +479,46 @@ func (s *Store) commit(tree, parent plumbing.Hash, msg string, signer *openpgp.E
 	}
 	return s.objects.SetEncodedObject(o)
 }
+
+// BranchNotFoundError says a branch the store was asked to read does not exist.
+type BranchNotFoundError struct{ Branch string }
+
+func (e *BranchNotFoundError) Error() string {
+	return fmt.Sprintf("branch %q does not exist in the repository yet", e.Branch)
+}
+
+// ReadBranch lists the remote once, fetches the branch when it moved, and returns its head and
+// every file under prefix ("" for all) at that head.
+func (s *Store) ReadBranch(ctx context.Context, branch, prefix string) (string, map[string][]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	auth, _, err := s.opts.Credentials(ctx)
+	if err != nil {
+		return "", nil, &ConfigError{Err: err}
+	}
+	heads, err := s.refresh(ctx, auth, func(b string) bool { return b == branch })
+	if err != nil {
+		return "", nil, err
+	}
+	head, ok := heads[branch]
+	if !ok {
+		return "", nil, &BranchNotFoundError{Branch: branch}
+	}
+	tree, _, err := s.treeAt(head)
+	if err != nil {
+		return "", nil, err
+	}
+	prefix = strings.Trim(prefix, "/")
+	files := map[string][]byte{}
+	for _, p := range tree.List() {
+		if prefix != "" && !strings.HasPrefix(p, prefix+"/") {
+			continue
+		}
+		b, err := tree.Read(p)
+		if err != nil {
+			return "", nil, err
+		}
+		files[p] = b
+	}
+	return head.String(), files, nil
+}

@@ -101,6 +101,10 @@ func Setup(mgr ctrl.Manager, cfg Config) (*gitstore.Store, error) {
 	if err := apps.SetupWithManager(mgr, cfg.Workers); err != nil {
 		return nil, fmt.Errorf("failed to set up the ServerlessApp controller: %w", err)
 	}
+	sources := &hubcontrollers.AppSourceReconciler{Client: mgr.GetClient(), APIReader: reader, Store: store, Recorder: events}
+	if err := sources.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("failed to set up the AppSource controller: %w", err)
+	}
 	rollouts := &hubcontrollers.RolloutReconciler{
 		Client: mgr.GetClient(), APIReader: reader, Store: store, Recorder: events, Reports: reports, Events: in.Rollouts,
 		StaleAfter: cfg.StaleAfter, Resync: cfg.Resync,

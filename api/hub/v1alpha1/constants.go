@@ -13,6 +13,9 @@ const (
 const (
 	// SourceCommitAnnotation records the main-branch commit an object was synced from.
 	SourceCommitAnnotation = "cellsync.io/source-commit"
+	// SourceDigestAnnotation is a digest of the object as the source last applied it; the
+	// source commit annotation only moves when the object changes.
+	SourceDigestAnnotation = "cellsync.io/source-digest"
 )
 
 // Finalizer keeps a ServerlessApp until its files are gone from every cell branch.
@@ -63,6 +66,10 @@ const (
 	ReasonStepConflict      = "ConflictingStep"
 	ReasonStepDone          = "StepSucceeded"
 	ReasonUndoFailed        = "UndoRefused"
+	ReasonSynced            = "Synced"
+	ReasonInvalidSource     = "InvalidSource"
+	ReasonSourceForbidden   = "SourceForbidden"
+	ReasonBranchNotFound    = "BranchNotFound"
 )
 
 // Labels on hub-made objects.
