@@ -96,6 +96,9 @@ func (c *canary) reconcile(ctx context.Context, pending []*hubv1alpha1.RolloutSt
 // fail turns an error into an outcome: invalid input stalls (a spec change brings the rollout
 // back), Git trouble is retried.
 func (c *canary) fail(err error) (outcome.Outcome, ctrl.Result, error) {
+	if errors.Is(err, errAppDeleting) {
+		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonDeleting, Message: "The app is being deleted"}, ctrl.Result{}, nil
+	}
 	var re *rollout.Error
 	if errors.As(err, &re) {
 		return outcome.Outcome{Kind: outcome.Stalled, Reason: hubv1alpha1.ReasonInvalidStrategy, Message: re.Message}, ctrl.Result{}, reconcile.TerminalError(err)
@@ -344,6 +347,9 @@ func (c *canary) apply(ctx context.Context) error {
 		Branches: branches,
 		Restore:  restore,
 		Edit: func(branch string, files *gitstore.Tree) error {
+			if err := c.guard(ctx, branch == branches[0]); err != nil {
+				return err
+			}
 			e := entries[branch]
 			if !e.Canary {
 				if e.LastKnownGood == lkgNone {
@@ -402,6 +408,29 @@ func (c *canary) apply(ctx context.Context) error {
 	c.r.markApplied(client.ObjectKeyFromObject(c.ro), c.stepMark())
 	if len(res.Commits) > 0 {
 		c.r.Recorder.Eventf(c.ro, corev1.EventTypeNormal, hubv1alpha1.ReasonStepApplied, "%s: committed to %d cell branches", msg, len(res.Commits))
+	}
+	return nil
+}
+
+// errAppDeleting abandons a render: the app is being deleted and its finalizer takes its files
+// out of every branch.
+var errAppDeleting = errors.New("the app is being deleted")
+
+// guard runs inside the Git store's lock, before the first branch of an update is edited: a
+// render never lands after the app's finalizer removed its files.
+func (c *canary) guard(ctx context.Context, first bool) error {
+	if !first {
+		return nil
+	}
+	app := &hubv1alpha1.ServerlessApp{}
+	err := c.r.reader().Get(ctx, client.ObjectKeyFromObject(c.app), app)
+	switch {
+	case apierrors.IsNotFound(err):
+		return errAppDeleting
+	case err != nil:
+		return err
+	case !app.DeletionTimestamp.IsZero():
+		return errAppDeleting
 	}
 	return nil
 }
@@ -633,6 +662,9 @@ func (c *canary) ensureRendered(ctx context.Context) error {
 		Message:  fmt.Sprintf("Render %s revision %s to %d cells", appKey, c.rev, len(rendered)),
 		Branches: branches,
 		Edit: func(branch string, files *gitstore.Tree) error {
+			if err := c.guard(ctx, branch == branches[0]); err != nil {
+				return err
+			}
 			rc := rendered[branch]
 			return cellbranch.PutApp(files, rc.meta, appKey, rc.app, sourceCommit, c.app.Generation)
 		},

@@ -84,6 +84,10 @@ func (r *RolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request) (re
 		out = outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonProgressing, Message: fmt.Sprintf("ServerlessApp %q: %v", ro.Spec.AppRef.Name, client.IgnoreNotFound(err))}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	if !app.DeletionTimestamp.IsZero() {
+		out = outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonDeleting, Message: "The app is being deleted"}
+		return ctrl.Result{}, nil
+	}
 	steps, err := r.pendingSteps(ctx, ro)
 	if err != nil {
 		out = outcome.Outcome{Kind: outcome.Retrying, Reason: hubv1alpha1.ReasonProgressing, Message: err.Error()}

@@ -1,0 +1,259 @@
+// Package e2e runs the whole loop with real parts: a hub apiserver with the real hub manager,
+// three member apiservers (Knative CRDs, kwok reporting Knative status) each with a real agent,
+// and a git http-backend server. It drives everything only through git pushes to main and
+// Kubernetes API calls, as a person with git and kubectl would.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fluxcd/pkg/apis/meta"
+	. "github.com/onsi/gomega"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
+	"github.com/cellsync/cellsync/test/testenv"
+)
+
+var world *testenv.World
+
+const (
+	poll    = 2 * time.Second
+	timeout = 90 * time.Second
+)
+
+func TestMain(m *testing.M) {
+	w, err := testenv.StartWorld(testenv.WorldOptions{Members: 3, Poll: poll, StaleAfter: 8 * time.Second})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "failed to start the e2e world:", err)
+		os.Exit(1)
+	}
+	world = w
+	code := m.Run()
+	w.Stop()
+	os.Exit(code)
+}
+
+var knativeService = schema.GroupVersionKind{Group: "serving.knative.dev", Version: "v1", Kind: "Service"}
+
+// service reads the app's Knative Service in a member cluster (nil when it is not there).
+func service(g Gomega, m *testenv.Member, name string) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(knativeService)
+	err := m.Client.Get(context.Background(), client.ObjectKey{Namespace: testenv.WorldCellNamespace, Name: name}, u)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	g.Expect(err).NotTo(HaveOccurred())
+	return u
+}
+
+func image(u *unstructured.Unstructured) string {
+	cs, _, _ := unstructured.NestedSlice(u.Object, "spec", "template", "spec", "containers")
+	if len(cs) == 0 {
+		return ""
+	}
+	img, _, _ := unstructured.NestedString(cs[0].(map[string]any), "image")
+	return img
+}
+
+func ready(u *unstructured.Unstructured) bool {
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, c := range conds {
+		m := c.(map[string]any)
+		if m["type"] == "Ready" && m["status"] == "True" {
+			return true
+		}
+	}
+	return false
+}
+
+func rollout(g Gomega) *hubv1alpha1.Rollout {
+	ro := &hubv1alpha1.Rollout{}
+	g.Expect(world.HubClient.Get(context.Background(), client.ObjectKey{Namespace: testenv.WorldAppsNamespace, Name: "web"}, ro)).To(Succeed())
+	return ro
+}
+
+func cellHeads(t *testing.T) map[string]string {
+	t.Helper()
+	h, err := world.Git.Heads(testenv.WorldRepo)
+	NewWithT(t).Expect(err).NotTo(HaveOccurred())
+	out := map[string]string{}
+	for b, c := range h {
+		if strings.HasPrefix(b, hubv1alpha1.CellBranchPrefix) {
+			out[b] = c
+		}
+	}
+	return out
+}
+
+func push(t *testing.T, msg string, files map[string]string) string {
+	t.Helper()
+	c, err := world.Source.Commit(msg, files)
+	NewWithT(t).Expect(err).NotTo(HaveOccurred())
+	return c
+}
+
+// everyCellRuns waits until every member runs the app's Knative Service with the image, Ready,
+// and the hub shows the rollout completed with every cell's applied commit.
+func everyCellRuns(t *testing.T, img string) *hubv1alpha1.Rollout {
+	t.Helper()
+	g := NewWithT(t)
+	g.Eventually(func(g Gomega) {
+		for _, m := range world.Members {
+			svc := service(g, m, "web")
+			g.Expect(svc).NotTo(BeNil(), "no Knative Service in %s", m.Name)
+			g.Expect(image(svc)).To(Equal(img), "image in %s", m.Name)
+			g.Expect(ready(svc)).To(BeTrue(), "Knative Service Ready in %s", m.Name)
+		}
+	}, timeout, time.Second).Should(Succeed())
+	var ro *hubv1alpha1.Rollout
+	g.Eventually(func(g Gomega) {
+		ro = rollout(g)
+		g.Expect(ro.Status.Phase).To(Equal(hubv1alpha1.PhaseCompleted), "rollout: %s", ro.Status.Message)
+		g.Expect(ro.Status.CellsDisplay).To(Equal("3/3/3"))
+		heads := cellHeads(t)
+		for _, m := range world.Members {
+			cell := &hubv1alpha1.Cell{}
+			g.Expect(world.HubClient.Get(context.Background(), client.ObjectKey{Name: m.Cell}, cell)).To(Succeed())
+			g.Expect(cell.Status.LastAppliedCommit).To(Equal(heads["cells/"+m.Cell]), "cell %s applied commit", m.Cell)
+			g.Expect(apimeta.IsStatusConditionTrue(cell.Status.Conditions, meta.ReadyCondition)).To(BeTrue())
+		}
+		for _, c := range ro.Status.Cells {
+			g.Expect(c.AppliedCommit).To(Equal(heads["cells/"+c.Cell]), "rollout's cell %s applied commit", c.Cell)
+		}
+	}, timeout, time.Second).Should(Succeed())
+	return ro
+}
+
+// The whole loop, in the order a team would live it.
+func TestEndToEnd(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+
+	var rev1, rev2 string
+	t.Run("git push of an app ships it to every cell", func(t *testing.T) {
+		push(t, "Add web", map[string]string{"apps/web.yaml": testenv.SampleApp("ghcr.io/knative/helloworld-go:v1", 5*time.Second)})
+		ro := everyCellRuns(t, "ghcr.io/knative/helloworld-go:v1")
+		rev1 = ro.Status.StableRevision
+		g.Expect(rev1).To(HavePrefix("web-"))
+	})
+
+	t.Run("a pushed change walks the canary steps to completion", func(t *testing.T) {
+		g := NewWithT(t)
+		push(t, "web v2", map[string]string{"apps/web.yaml": testenv.SampleApp("ghcr.io/knative/helloworld-go:v2", 5*time.Second)})
+		seen := map[string]bool{}
+		g.Eventually(func(g Gomega) {
+			ro := rollout(g)
+			if ro.Status.Phase == hubv1alpha1.PhaseProgressing || ro.Status.Phase == hubv1alpha1.PhasePaused {
+				seen[fmt.Sprintf("%s@%d", ro.Status.StepDisplay, ro.Status.CanaryWeight)] = true
+			}
+			g.Expect(ro.Status.Phase).To(Equal(hubv1alpha1.PhaseCompleted))
+			g.Expect(ro.Status.StableRevision).NotTo(Equal(rev1))
+		}, timeout, 200*time.Millisecond).Should(Succeed())
+		g.Expect(seen).To(HaveKey("1/3@20"))
+		g.Expect(seen).To(HaveKey("2/3@50"))
+		ro := everyCellRuns(t, "ghcr.io/knative/helloworld-go:v2")
+		rev2 = ro.Status.StableRevision
+		steps := &hubv1alpha1.RolloutStepList{}
+		g.Expect(world.HubClient.List(ctx, steps, client.InNamespace(testenv.WorldAppsNamespace))).To(Succeed())
+		g.Expect(len(steps.Items)).To(BeNumerically(">=", 2), "each advance is a RolloutStep")
+	})
+
+	t.Run("a failing canary aborts and every cell is back on the previous revision", func(t *testing.T) {
+		g := NewWithT(t)
+		before := cellHeads(t)
+		push(t, "web broken", map[string]string{"apps/web.yaml": testenv.SampleApp("ghcr.io/knative/helloworld-go:broken", 5*time.Second)})
+		g.Eventually(func(g Gomega) {
+			ro := rollout(g)
+			g.Expect(ro.Status.Phase).To(Equal(hubv1alpha1.PhaseAborted), "rollout: %s %s", ro.Status.StepDisplay, ro.Status.Message)
+			g.Expect(ro.Status.Message).To(ContainSubstring("Canary failed: cell-1"))
+		}, timeout, time.Second).Should(Succeed())
+		after := cellHeads(t)
+		for b, c := range before {
+			tree := func(rev string) string {
+				out, err := testenv.Git(world.Git.RepoDir(testenv.WorldRepo), "rev-parse", rev+"^{tree}")
+				g.Expect(err).NotTo(HaveOccurred())
+				return out
+			}
+			g.Expect(tree(after[b])).To(Equal(tree(c)), "%s is back at its last-known-good tree", b)
+		}
+		g.Eventually(func(g Gomega) {
+			for _, m := range world.Members {
+				svc := service(g, m, "web")
+				g.Expect(svc).NotTo(BeNil())
+				g.Expect(image(svc)).To(Equal("ghcr.io/knative/helloworld-go:v2"), "%s runs the previous revision", m.Name)
+				g.Expect(ready(svc)).To(BeTrue())
+			}
+		}, timeout, time.Second).Should(Succeed())
+		g.Expect(rollout(g).Status.StableRevision).To(Equal(rev2))
+	})
+
+	t.Run("invalid YAML on main is reported and changes nothing", func(t *testing.T) {
+		g := NewWithT(t)
+		before := cellHeads(t)
+		app := &hubv1alpha1.ServerlessApp{}
+		g.Expect(world.HubClient.Get(ctx, client.ObjectKey{Namespace: testenv.WorldAppsNamespace, Name: "web"}, app)).To(Succeed())
+		bad := push(t, "oops", map[string]string{"apps/oops.yaml": "kind: ServerlessApp\nmetadata: {name: [\n"})
+		g.Eventually(func(g Gomega) {
+			src := &hubv1alpha1.AppSource{}
+			g.Expect(world.HubClient.Get(ctx, client.ObjectKey{Namespace: testenv.WorldAppsNamespace, Name: "main"}, src)).To(Succeed())
+			g.Expect(src.Status.LastAttemptedCommit).To(Equal(bad))
+			g.Expect(apimeta.IsStatusConditionTrue(src.Status.Conditions, meta.StalledCondition)).To(BeTrue())
+			g.Expect(apimeta.FindStatusCondition(src.Status.Conditions, meta.ReadyCondition).Message).To(ContainSubstring("apps/oops.yaml"))
+		}, timeout, time.Second).Should(Succeed())
+		g.Consistently(func(g Gomega) {
+			g.Expect(cellHeads(t)).To(Equal(before))
+			now := &hubv1alpha1.ServerlessApp{}
+			g.Expect(world.HubClient.Get(ctx, client.ObjectKeyFromObject(app), now)).To(Succeed())
+			g.Expect(now.Generation).To(Equal(app.Generation))
+		}, 2*poll, 500*time.Millisecond).Should(Succeed())
+		// Fixed by the next push (back to the working v2 spec).
+		push(t, "fix", map[string]string{"apps/oops.yaml": "", "apps/web.yaml": testenv.SampleApp("ghcr.io/knative/helloworld-go:v2", 5*time.Second)})
+	})
+
+	t.Run("a cell whose agent stopped is Stale and not Ready; a replacement cluster gets its apps back", func(t *testing.T) {
+		g := NewWithT(t)
+		m3 := world.Members[2]
+		m3.Stop()
+		g.Eventually(func(g Gomega) {
+			cell := &hubv1alpha1.Cell{}
+			g.Expect(world.HubClient.Get(ctx, client.ObjectKey{Name: m3.Cell}, cell)).To(Succeed())
+			g.Expect(apimeta.IsStatusConditionTrue(cell.Status.Conditions, hubv1alpha1.StaleCondition)).To(BeTrue())
+			g.Expect(apimeta.IsStatusConditionTrue(cell.Status.Conditions, meta.ReadyCondition)).To(BeFalse())
+			app := &hubv1alpha1.ServerlessApp{}
+			g.Expect(world.HubClient.Get(ctx, client.ObjectKey{Namespace: testenv.WorldAppsNamespace, Name: "web"}, app)).To(Succeed())
+			g.Expect(app.Status.ReadyCells).To(Equal(2))
+		}, timeout, time.Second).Should(Succeed())
+
+		// Disaster recovery: a new, empty cluster with an agent for the same cell. No hub action.
+		heads := cellHeads(t)
+		replacement, err := world.StartMember("member-3b", m3.Cell)
+		g.Expect(err).NotTo(HaveOccurred())
+		world.Members[2] = replacement
+		everyCellRuns(t, "ghcr.io/knative/helloworld-go:v2")
+		g.Expect(cellHeads(t)).To(Equal(heads), "the hub wrote nothing for the failover")
+	})
+
+	t.Run("deleting the app from main prunes it from every cell", func(t *testing.T) {
+		g := NewWithT(t)
+		placementOnly := strings.SplitN(testenv.SampleApp("x", time.Second), "---\n", 2)[0]
+		push(t, "Remove web", map[string]string{"apps/web.yaml": placementOnly})
+		g.Eventually(func(g Gomega) {
+			for _, m := range world.Members {
+				g.Expect(service(g, m, "web")).To(BeNil(), "web still runs in %s", m.Name)
+			}
+			err := world.HubClient.Get(ctx, client.ObjectKey{Namespace: testenv.WorldAppsNamespace, Name: "web"}, &hubv1alpha1.ServerlessApp{})
+			g.Expect(apierrors.IsNotFound(err)).To(BeTrue())
+		}, timeout, time.Second).Should(Succeed())
+	})
+}

@@ -1,0 +1,327 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/fluxcd/pkg/apis/meta"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	agentmanager "github.com/cellsync/cellsync/agent/manager"
+	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
+	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
+	"github.com/cellsync/cellsync/hub/gitstore"
+	hubmanager "github.com/cellsync/cellsync/hub/manager"
+)
+
+// World names, shared by the e2e suite and the demo.
+const (
+	WorldRepo          = "gitops"
+	WorldGitUser       = "cellsync"
+	WorldGitPassword   = "demo-password"
+	WorldHubNamespace  = "cellsync-system"
+	WorldAppsNamespace = "shop"
+	// WorldCellNamespace is the namespace each cell owns in its member cluster.
+	WorldCellNamespace = "apps"
+)
+
+// WorldOptions size a world.
+type WorldOptions struct {
+	// Members is how many member clusters (one cell each) to start.
+	Members int
+	// Poll is the agents' and the source's poll interval and the hub's status interval.
+	Poll time.Duration
+	// StaleAfter is the hub's heartbeat threshold.
+	StaleAfter time.Duration
+	// Dir receives the kubeconfigs (hub.kubeconfig, member-N.kubeconfig) and the source clone.
+	Dir string
+	// Progress, when set, is told what is starting.
+	Progress func(format string, args ...any)
+}
+
+// Member is one member cluster with its agent, hosting one cell.
+type Member struct {
+	Name, Cell string
+	Cluster    *Cluster
+	Client     client.Client
+	Kubeconfig string
+	stopAgent  func()
+}
+
+// World is a whole cellsync installation on this machine: a Git server, a hub apiserver with
+// the hub manager, and member apiservers (with the Knative CRDs and kwok) each with an agent.
+type World struct {
+	Opts      WorldOptions
+	Git       *GitServer
+	RepoURL   string
+	Hub       *Cluster
+	HubClient client.Client
+	// HubKubeconfig is the hub's kubeconfig in Opts.Dir.
+	HubKubeconfig string
+	Members       []*Member
+	// Source is a clone of the repo's main branch, to push app specs with git.
+	Source  *Workdir
+	stopHub func()
+}
+
+// StartWorld starts everything; Stop tears it down.
+func StartWorld(opts WorldOptions) (w *World, err error) {
+	if opts.Members <= 0 {
+		opts.Members = 3
+	}
+	if opts.Poll <= 0 {
+		opts.Poll = 2 * time.Second
+	}
+	if opts.StaleAfter <= 0 {
+		opts.StaleAfter = 5 * opts.Poll
+	}
+	if opts.Progress == nil {
+		opts.Progress = func(string, ...any) {}
+	}
+	if opts.Dir == "" {
+		if opts.Dir, err = os.MkdirTemp("", "cellsync-world-"); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
+		return nil, err
+	}
+	w = &World{Opts: opts}
+	defer func() {
+		if err != nil {
+			w.Stop()
+		}
+	}()
+	opts.Progress("starting the Git smart-HTTP server (git http-backend, basic auth)")
+	if w.Git, err = StartGitServer(WorldGitUser, WorldGitPassword); err != nil {
+		return w, err
+	}
+	if w.RepoURL, err = w.Git.CreateRepo(WorldRepo); err != nil {
+		return w, err
+	}
+	opts.Progress("starting the hub apiserver (envtest: kube-apiserver + etcd)")
+	if w.Hub, err = StartCluster(ClusterOptions{HubCRDs: true}); err != nil {
+		return w, err
+	}
+	w.HubKubeconfig = filepath.Join(opts.Dir, "hub.kubeconfig")
+	if err = WriteKubeconfig(w.Hub.Config, w.HubKubeconfig); err != nil {
+		return w, err
+	}
+	if w.HubClient, err = client.New(w.Hub.Config, client.Options{Scheme: hubmanager.Scheme()}); err != nil {
+		return w, err
+	}
+	if err = w.seedHub(); err != nil {
+		return w, err
+	}
+	if err = w.startHub(); err != nil {
+		return w, err
+	}
+	for i := 1; i <= opts.Members; i++ {
+		name := fmt.Sprintf("member-%d", i)
+		opts.Progress("starting %s: apiserver with the Knative Serving CRDs, kwok simulating Knative status, and an agent for cell-%d", name, i)
+		m, err := w.StartMember(name, fmt.Sprintf("cell-%d", i))
+		if err != nil {
+			return w, err
+		}
+		w.Members = append(w.Members, m)
+	}
+	if w.Source, err = CloneSource(w.Git.AuthURL(WorldRepo), filepath.Join(opts.Dir, "repo"), "main"); err != nil {
+		return w, err
+	}
+	return w, nil
+}
+
+// seedHub creates the hub's namespace and Git Secret, one Cell per member, the apps namespace
+// and its AppSource.
+func (w *World) seedHub() error {
+	ctx := context.Background()
+	c := w.HubClient
+	for _, ns := range []string{WorldHubNamespace, WorldAppsNamespace} {
+		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			return err
+		}
+	}
+	if err := c.Create(ctx, gitCredentials(WorldHubNamespace)); err != nil {
+		return err
+	}
+	for i := 1; i <= w.Opts.Members; i++ {
+		cell := &hubv1alpha1.Cell{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("cell-%d", i), Labels: map[string]string{hubv1alpha1.LabelRegion: "local", hubv1alpha1.LabelEnv: "demo"}},
+			Spec:       hubv1alpha1.CellSpec{Cluster: fmt.Sprintf("member-%d", i), Namespaces: []string{WorldCellNamespace}},
+		}
+		if err := c.Create(ctx, cell); err != nil {
+			return err
+		}
+	}
+	return c.Create(ctx, &hubv1alpha1.AppSource{
+		ObjectMeta: metav1.ObjectMeta{Namespace: WorldAppsNamespace, Name: "main"},
+		Spec:       hubv1alpha1.AppSourceSpec{Branch: "main", Path: "apps", Interval: metav1.Duration{Duration: w.Opts.Poll}, Prune: true},
+	})
+}
+
+func gitCredentials(ns string) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "git-credentials", Namespace: ns},
+		Data:       map[string][]byte{gitstore.SecretUsername: []byte(WorldGitUser), gitstore.SecretPassword: []byte(WorldGitPassword)},
+	}
+}
+
+// startHub runs the real hub manager in this process.
+func (w *World) startHub() error {
+	mgr, err := ctrl.NewManager(w.Hub.Config, ctrl.Options{
+		Scheme:                 hubmanager.Scheme(),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := hubmanager.Setup(mgr, hubmanager.Config{
+		Namespace:      WorldHubNamespace,
+		GitURL:         w.RepoURL,
+		GitSecret:      "git-credentials",
+		Resync:         10 * time.Minute,
+		StatusInterval: w.Opts.Poll,
+		StaleAfter:     w.Opts.StaleAfter,
+	}); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := mgr.Start(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "hub manager stopped:", err)
+		}
+	}()
+	w.stopHub = func() { cancel(); <-done }
+	return nil
+}
+
+// StartMember starts a member cluster with the Knative CRDs and kwok, and an agent syncing cell.
+func (w *World) StartMember(name, cell string) (*Member, error) {
+	ctx := context.Background()
+	cl, err := StartCluster(ClusterOptions{AgentCRDs: true, KwokStages: []string{KnativeStages()}})
+	if err != nil {
+		return nil, err
+	}
+	m := &Member{Name: name, Cell: cell, Cluster: cl, Kubeconfig: filepath.Join(w.Opts.Dir, name+".kubeconfig")}
+	fail := func(err error) (*Member, error) {
+		m.Stop()
+		return nil, err
+	}
+	if err := WriteKubeconfig(cl.Config, m.Kubeconfig); err != nil {
+		return fail(err)
+	}
+	if m.Client, err = client.New(cl.Config, client.Options{Scheme: agentmanager.Scheme()}); err != nil {
+		return fail(err)
+	}
+	for _, ns := range []string{WorldHubNamespace, WorldCellNamespace} {
+		if err := m.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fail(err)
+		}
+	}
+	if err := m.Client.Create(ctx, gitCredentials(WorldHubNamespace)); err != nil {
+		return fail(err)
+	}
+	hb := w.Opts.Poll / 2
+	if err := m.Client.Create(ctx, &agentv1alpha1.CellSync{
+		ObjectMeta: metav1.ObjectMeta{Name: cell, Namespace: WorldHubNamespace},
+		Spec: agentv1alpha1.CellSyncSpec{
+			Cell: cell, URL: w.RepoURL, SecretRef: &meta.LocalObjectReference{Name: "git-credentials"},
+			Interval: metav1.Duration{Duration: w.Opts.Poll}, HeartbeatInterval: &metav1.Duration{Duration: hb},
+			Timeout: &metav1.Duration{Duration: 30 * time.Second}, Prune: true,
+			Policy: agentv1alpha1.Policy{Namespaces: []string{WorldCellNamespace}},
+		},
+	}); err != nil {
+		return fail(err)
+	}
+	if m.stopAgent, err = StartAgent(cl.Config, WorldHubNamespace, filepath.Join(w.Opts.Dir, "agents", name+"-"+fmt.Sprint(time.Now().UnixNano()))); err != nil {
+		return fail(err)
+	}
+	return m, nil
+}
+
+// StopAgent stops the member's agent (the cluster keeps running).
+func (m *Member) StopAgent() {
+	if m.stopAgent != nil {
+		m.stopAgent()
+		m.stopAgent = nil
+	}
+}
+
+// Stop stops the member's agent and cluster.
+func (m *Member) Stop() {
+	m.StopAgent()
+	if m.Cluster != nil {
+		_ = m.Cluster.Stop()
+		m.Cluster = nil
+	}
+}
+
+// Stop tears the world down.
+func (w *World) Stop() {
+	for _, m := range w.Members {
+		m.Stop()
+	}
+	if w.stopHub != nil {
+		w.stopHub()
+	}
+	if w.Hub != nil {
+		_ = w.Hub.Stop()
+	}
+	if w.Git != nil {
+		w.Git.Close()
+	}
+}
+
+// SampleApp is the YAML the demo and the e2e suite push to main: a placement over every cell of
+// the world and a canary app that walks [cell-1 20 %] → [cell-1, cell-2 50 %] → [all 100 %].
+func SampleApp(image string, failureThreshold time.Duration) string {
+	return fmt.Sprintf(`apiVersion: hub.cellsync.io/v1alpha1
+kind: CellPlacement
+metadata:
+  name: everywhere
+  namespace: %[1]s
+spec:
+  cellSelector:
+    matchLabels:
+      cellsync.io/env: demo
+---
+apiVersion: hub.cellsync.io/v1alpha1
+kind: ServerlessApp
+metadata:
+  name: web
+  namespace: %[1]s
+spec:
+  placementRef:
+    name: everywhere
+  template:
+    image: %[2]s
+    env:
+    - name: TARGET
+      value: cellsync
+  strategy:
+    type: Canary
+    canary:
+      failureThreshold: %[3]s
+      steps:
+      - cells: {names: [cell-1]}
+        weight: 20
+      - cells: {names: [cell-1, cell-2]}
+        weight: 50
+      - cells: {percent: 100}
+        weight: 100
+`, WorldAppsNamespace, image, failureThreshold)
+}
