@@ -226,9 +226,8 @@ func (c *canary) take(ctx context.Context, s *hubv1alpha1.RolloutStep) error {
 			}
 			return err
 		}
-		s.Status.StepIndex = target
 		c.r.setStep(ctx, c.ro, s, hubv1alpha1.StepApplied, hubv1alpha1.ReasonStepApplied,
-			fmt.Sprintf("Step %d/%d: %s at %d%% in %s%s", target, len(c.steps), c.rev, w, strings.Join(mask, ", "), why))
+			fmt.Sprintf("Step %d/%d: %s at %d%% in %s%s", target, len(c.steps), c.rev, w, strings.Join(mask, ", "), why), target)
 	case hubv1alpha1.ActionUndo:
 		return c.undo(ctx, s)
 	default:

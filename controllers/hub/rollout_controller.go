@@ -284,9 +284,12 @@ func (r *RolloutReconciler) refuse(ctx context.Context, ro *hubv1alpha1.Rollout,
 
 // setStep records what came of a step, with conditions and an event on the step (and on its
 // rollout when there is one).
-func (r *RolloutReconciler) setStep(ctx context.Context, ro *hubv1alpha1.Rollout, s *hubv1alpha1.RolloutStep, phase hubv1alpha1.RolloutStepPhase, reason, msg string) {
+func (r *RolloutReconciler) setStep(ctx context.Context, ro *hubv1alpha1.Rollout, s *hubv1alpha1.RolloutStep, phase hubv1alpha1.RolloutStepPhase, reason, msg string, stepIndex ...int32) {
 	base := s.DeepCopy()
 	s.Status.Phase, s.Status.Message = phase, msg
+	if len(stepIndex) > 0 {
+		s.Status.StepIndex = stepIndex[0]
+	}
 	if ro != nil && s.Status.CanaryRevision == "" {
 		s.Status.CanaryRevision = ro.Status.CanaryRevision
 	}

@@ -14,11 +14,14 @@ import (
 
 	"github.com/fluxcd/pkg/apis/meta"
 	. "github.com/onsi/gomega"
+	"go.uber.org/zap/zapcore"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	"github.com/cellsync/cellsync/test/testenv"
@@ -32,6 +35,11 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	level := zapcore.DPanicLevel // failures are asserted through status; controller logs are noise
+	if os.Getenv("CELLSYNC_TEST_VERBOSE") != "" {
+		level = zapcore.Level(-4)
+	}
+	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.Level(level)))
 	w, err := testenv.StartWorld(testenv.WorldOptions{Members: 3, Poll: poll, StaleAfter: 8 * time.Second})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "failed to start the e2e world:", err)

@@ -19,6 +19,7 @@ var targets = map[string]string{
 	"BenchmarkIdlePoll":                  "1 ref listing, no fetch, < 5 ms CPU",
 	"BenchmarkApply100KnativeServices":   "< 5 s",
 	"BenchmarkAgentRSS100Services":       "< 64 MiB RSS",
+	"BenchmarkPushToStatus":              "< 6 s median (3 cells, 2 s poll)",
 }
 
 func main() {

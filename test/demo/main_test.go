@@ -1,0 +1,37 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The quickstart runs to completion: it brings up every part, ships the sample app with git,
+// walks the canary to 100 %, writes the kubeconfigs and the ready file, and exits (--once).
+func TestDemoOnce(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "demo")
+	var out bytes.Buffer
+	if err := run(dir, true, 2*time.Second, 5*time.Minute, &out); err != nil {
+		t.Fatalf("demo failed: %v\n%s", err, out.String())
+	}
+	for _, f := range []string{"ready", "hub.kubeconfig", "member-1.kubeconfig", "member-2.kubeconfig", "member-3.kubeconfig", "repo/apps/web.yaml"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("the demo did not leave %s: %v", f, err)
+		}
+	}
+	text := out.String()
+	for _, want := range []string{
+		"Knative status in the member clusters is simulated by kwok",
+		"step 1/3  phase Progressing  canary 20%",
+		"step 3/3  phase Completed  canary 0%  cells 3/3/3",
+		"the canary completed in every cell",
+		"kubectl get rollouts.hub.cellsync.io -n shop",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the demo's output lacks %q:\n%s", want, text)
+		}
+	}
+}
