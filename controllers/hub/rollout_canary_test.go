@@ -644,6 +644,17 @@ func TestCanarySupersededAndPaused(t *testing.T) {
 		g.Expect(ro.Status.StepDisplay).To(Equal("1/3"))
 	}, 2*time.Second, 200*time.Millisecond).Should(Succeed())
 	g.Expect(kubectlCells(t, "resume", "api", "-n", "super")).To(ContainSubstring("created (Resume super/api)"))
-	waitStep(t, app, "2/3", hubv1alpha1.PhaseProgressing, 50)
+	ro = waitStep(t, app, "2/3", hubv1alpha1.PhaseProgressing, 50)
 	expectTraffic(t, "su-b", "api", target{rev1, 50, render.TagStable}, target{rev3, 50, render.TagCanary})
+
+	// promote --full skips the gate of the step in progress and every step after it.
+	step2 := &hubv1alpha1.RolloutStep{ObjectMeta: metav1.ObjectMeta{Namespace: "super", Name: ro.Status.CurrentStep}}
+	g.Expect(kubectlCells(t, "promote", "api", "-n", "super", "--full")).To(ContainSubstring("created (Promote super/api)"))
+	waitStep(t, app, "3/3", hubv1alpha1.PhaseProgressing, 100)
+	waitStepPhase(t, step2, hubv1alpha1.StepSuperseded, hubv1alpha1.ReasonSuperseded, "Replaced by step 3/3")
+	for _, n := range all {
+		expectTraffic(t, n, "api", target{rev3, 100, ""})
+	}
+	agents.readyAt(app, rev3, all...)
+	waitCompleted(t, app, rev3)
 }
