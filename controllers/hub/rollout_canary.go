@@ -72,6 +72,7 @@ func (c *canary) reconcile(ctx context.Context, pending []*hubv1alpha1.RolloutSt
 	if len(c.placed) > MaxRolloutCells {
 		return c.fail(&rollout.Error{Message: fmt.Sprintf("a canary rollout covers at most %d cells; the placement has %d (use AllAtOnce or split the placement)", MaxRolloutCells, len(c.placed))})
 	}
+	c.forgetUnplaced()
 	c.steps = rollout.Steps(strategy)
 	if err := rollout.Validate(c.steps, c.placed); err != nil {
 		return c.fail(err)
@@ -91,6 +92,21 @@ func (c *canary) reconcile(ctx context.Context, pending []*hubv1alpha1.RolloutSt
 	out, result, err := c.progress(ctx)
 	c.summarize()
 	return out, result, err
+}
+
+// forgetUnplaced drops the rollout's hold on cells the placement no longer selects: the
+// ServerlessApp controller takes the app out of them, and an abort must not put it back.
+func (c *canary) forgetUnplaced() {
+	placed := map[string]bool{}
+	for _, cell := range c.placed {
+		placed[cell.Name] = true
+	}
+	for i := range c.ro.Status.Cells {
+		e := &c.ro.Status.Cells[i]
+		if !placed[e.Cell] {
+			e.Canary, e.Weight, e.LastKnownGood, e.StableRevision, e.ExpectedCommit, e.ExpectedSince = false, 0, "", "", "", nil
+		}
+	}
 }
 
 // fail turns an error into an outcome: invalid input stalls (a spec change brings the rollout

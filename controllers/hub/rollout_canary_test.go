@@ -658,3 +658,51 @@ func TestCanarySupersededAndPaused(t *testing.T) {
 	agents.readyAt(app, rev3, all...)
 	waitCompleted(t, app, rev3)
 }
+
+// A cell taken out of the placement during a rollout loses the app, and a later abort does not
+// put it back there; the cells still placed go back to their last-known-good trees.
+func TestCanaryForgetsUnplacedCells(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	newNamespace(t, "shrink", "")
+	for _, n := range []string{"pl-a", "pl-b"} {
+		newCell(t, n, "member-"+n, nil)
+	}
+	first := hubv1alpha1.CanaryStep{Cells: hubv1alpha1.StepCells{Count: ptr.To[int32](2)}, Weight: 50, Pause: &hubv1alpha1.StepPause{UntilApproved: true}}
+	app := canaryApp("shrink", "web", "p", "ghcr.io/acme/web:v1", first, step(100))
+	pl := newPlacement("shrink", "p", hubv1alpha1.CellPlacementSpec{Cells: []string{"pl-a", "pl-b"}})
+	create(t, pl, app)
+	agents := newCells(t)
+	rev1 := render.AppRevision(app)
+	waitStep(t, app, "2/2", hubv1alpha1.PhaseProgressing, 100)
+	agents.readyAt(app, rev1, "pl-a", "pl-b")
+	waitCompleted(t, app, rev1)
+	lkg := heads(t)
+
+	rev2 := setImage(t, app, "ghcr.io/acme/web:v2")
+	waitStep(t, app, "1/2", hubv1alpha1.PhaseProgressing, 50)
+	agents.readyAt(app, rev2, "pl-a", "pl-b")
+	waitStep(t, app, "1/2", hubv1alpha1.PhasePaused, 50)
+
+	g.Eventually(func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(pl), pl); err != nil {
+			return err
+		}
+		pl.Spec.Cells = []string{"pl-a"}
+		return k8s.Update(ctx, pl)
+	}, timeout, poll).Should(Succeed())
+	g.Eventually(func() bool { return fileExists(t, "cells/pl-b", ".cellsync/apps/shrink.web.yaml") }, timeout, poll).Should(BeFalse())
+	waitRollout(t, rolloutOf(app), func(g Gomega, r *hubv1alpha1.Rollout) {
+		g.Expect(r.Status.TotalCells).To(Equal(int32(1)))
+		g.Expect(r.Status.Cells).To(HaveLen(1), "the rollout no longer holds pl-b")
+	})
+	removed := heads(t)["cells/pl-b"]
+
+	abort := newStep("shrink", "abort", "web", hubv1alpha1.ActionAbort)
+	create(t, abort)
+	waitStepPhase(t, abort, hubv1alpha1.StepSucceeded, hubv1alpha1.ReasonAborted, "last-known-good")
+	after := heads(t)
+	g.Expect(tree(t, after["cells/pl-a"])).To(Equal(tree(t, lkg["cells/pl-a"])))
+	g.Expect(after["cells/pl-b"]).To(Equal(removed), "the abort leaves the unplaced cell alone")
+	g.Expect(fileExists(t, "cells/pl-b", ".cellsync/apps/shrink.web.yaml")).To(BeFalse())
+}
