@@ -252,6 +252,50 @@ func TestEndToEnd(t *testing.T) {
 		g.Expect(cellHeads(t)).To(Equal(heads), "the hub wrote nothing for the failover")
 	})
 
+	t.Run("the hub restarts in the middle of rollouts: a good canary completes, a failing one aborts to the last-known-good trees", func(t *testing.T) {
+		g := NewWithT(t)
+		push(t, "web v5", map[string]string{"apps/web.yaml": testenv.SampleApp("ghcr.io/knative/helloworld-go:v5", 5*time.Second)})
+		g.Eventually(func(g Gomega) {
+			ro := rollout(g)
+			g.Expect(ro.Status.StepDisplay).To(Equal("2/3"))
+			g.Expect(ro.Status.Phase).To(Equal(hubv1alpha1.PhaseProgressing))
+		}, timeout, 200*time.Millisecond).Should(Succeed())
+		g.Expect(world.RestartHub()).To(Succeed())
+		ro := everyCellRuns(t, "ghcr.io/knative/helloworld-go:v5")
+		stable := ro.Status.StableRevision
+
+		before := cellHeads(t)
+		push(t, "web broken again", map[string]string{"apps/web.yaml": testenv.SampleApp("ghcr.io/knative/helloworld-go:broken", 5*time.Second)})
+		g.Eventually(func(g Gomega) {
+			ro := rollout(g)
+			g.Expect(ro.Status.StepDisplay).To(Equal("1/3"))
+			g.Expect(ro.Status.Phase).To(Equal(hubv1alpha1.PhaseProgressing))
+		}, timeout, 200*time.Millisecond).Should(Succeed())
+		// The new hub has no clone: the last-known-good commit is fetched by its hash.
+		g.Expect(world.RestartHub()).To(Succeed())
+		g.Eventually(func(g Gomega) {
+			ro := rollout(g)
+			g.Expect(ro.Status.Phase).To(Equal(hubv1alpha1.PhaseAborted), "rollout: %s %s", ro.Status.StepDisplay, ro.Status.Message)
+		}, timeout, time.Second).Should(Succeed())
+		after := cellHeads(t)
+		for b, c := range before {
+			tree := func(rev string) string {
+				out, err := testenv.Git(world.Git.RepoDir(testenv.WorldRepo), "rev-parse", rev+"^{tree}")
+				g.Expect(err).NotTo(HaveOccurred())
+				return out
+			}
+			g.Expect(tree(after[b])).To(Equal(tree(c)), "%s is back at its last-known-good tree", b)
+		}
+		g.Eventually(func(g Gomega) {
+			for _, m := range world.Members {
+				svc := service(g, m, "web")
+				g.Expect(svc).NotTo(BeNil())
+				g.Expect(image(svc)).To(Equal("ghcr.io/knative/helloworld-go:v5"), "%s runs the previous revision", m.Name)
+			}
+		}, timeout, time.Second).Should(Succeed())
+		g.Expect(rollout(g).Status.StableRevision).To(Equal(stable))
+	})
+
 	t.Run("deleting the app from main prunes it from every cell", func(t *testing.T) {
 		g := NewWithT(t)
 		placementOnly := strings.SplitN(testenv.SampleApp("x", time.Second), "---\n", 2)[0]

@@ -209,6 +209,16 @@ func (w *World) startHub() error {
 	return nil
 }
 
+// RestartHub stops the hub manager and starts a new one: a new process would start the same way,
+// with nothing in memory (no Git clone, no reports, no render marks).
+func (w *World) RestartHub() error {
+	if w.stopHub != nil {
+		w.stopHub()
+		w.stopHub = nil
+	}
+	return w.startHub()
+}
+
 // StartMember starts a member cluster with the Knative CRDs and kwok, and an agent syncing cell.
 func (w *World) StartMember(name, cell string) (*Member, error) {
 	ctx := context.Background()
