@@ -706,3 +706,36 @@ func TestCanaryForgetsUnplacedCells(t *testing.T) {
 	g.Expect(after["cells/pl-b"]).To(Equal(removed), "the abort leaves the unplaced cell alone")
 	g.Expect(fileExists(t, "cells/pl-b", ".cellsync/apps/shrink.web.yaml")).To(BeFalse())
 }
+
+// A rollout keeps its last 20 finished RolloutSteps; a RolloutStep cannot be edited.
+func TestRolloutStepsAreBoundedAndImmutable(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	newNamespace(t, "bounded", "")
+	newCell(t, "bd-a", "member-bd", nil)
+	app := canaryApp("bounded", "web", "p", "ghcr.io/acme/web:v1", step(100))
+	create(t, newPlacement("bounded", "p", hubv1alpha1.CellPlacementSpec{Cells: []string{"bd-a"}}), app)
+	agents := newCells(t)
+	waitStep(t, app, "1/1", hubv1alpha1.PhaseProgressing, 100)
+	agents.readyAt(app, render.AppRevision(app), "bd-a")
+	waitCompleted(t, app, render.AppRevision(app))
+
+	for i := 0; i < 25; i++ {
+		create(t, newStep("bounded", fmt.Sprintf("resume-%02d", i), "web", hubv1alpha1.ActionResume))
+	}
+	g.Eventually(func(g Gomega) {
+		list := &hubv1alpha1.RolloutStepList{}
+		g.Expect(k8s.List(ctx, list, client.InNamespace("bounded"))).To(Succeed())
+		g.Expect(list.Items).To(HaveLen(20))
+		for _, s := range list.Items {
+			g.Expect(s.Status.Phase).To(Equal(hubv1alpha1.StepSucceeded))
+			g.Expect(s.Name).NotTo(BeElementOf("resume-00", "resume-01", "resume-02", "resume-03", "resume-04"), "the oldest go first")
+		}
+	}, timeout, poll).Should(Succeed())
+
+	s := &hubv1alpha1.RolloutStep{}
+	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: "bounded", Name: "resume-24"}, s)).To(Succeed())
+	s.Spec.Action = hubv1alpha1.ActionAbort
+	err := k8s.Update(ctx, s)
+	g.Expect(err).To(MatchError(ContainSubstring("a RolloutStep cannot be changed; create a new one")))
+}

@@ -126,9 +126,7 @@ func (r *RolloutReconciler) pruneSteps(ctx context.Context, ro *hubv1alpha1.Roll
 	if len(finished) <= keepFinishedSteps {
 		return
 	}
-	sort.Slice(finished, func(i, j int) bool {
-		return finished[i].CreationTimestamp.Before(&finished[j].CreationTimestamp)
-	})
+	sort.SliceStable(finished, func(i, j int) bool { return stepBefore(finished[i], finished[j]) })
 	for _, s := range finished[:len(finished)-keepFinishedSteps] {
 		if err := r.Delete(ctx, s); client.IgnoreNotFound(err) != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "Failed to delete an old RolloutStep", "step", s.Name)
@@ -245,14 +243,16 @@ func (r *RolloutReconciler) stepsOf(ctx context.Context, ns, name string) ([]*hu
 		}
 		out = append(out, s)
 	}
-	sort.SliceStable(out, func(i, j int) bool {
-		a, b := out[i].CreationTimestamp, out[j].CreationTimestamp
-		if !a.Equal(&b) {
-			return a.Before(&b)
-		}
-		return out[i].Name < out[j].Name
-	})
+	sort.SliceStable(out, func(i, j int) bool { return stepBefore(out[i], out[j]) })
 	return out, nil
+}
+
+// stepBefore orders RolloutSteps by creation, then by name (timestamps have one-second grain).
+func stepBefore(a, b *hubv1alpha1.RolloutStep) bool {
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+	}
+	return a.Name < b.Name
 }
 
 func (r *RolloutReconciler) reader() client.Reader {
