@@ -537,6 +537,12 @@ func TestPausedRolloutWithKubectl(t *testing.T) {
 	out := kubectlCells(t, "promote", "shop", "-n", "plug")
 	g.Expect(out).To(ContainSubstring("created (Advance plug/shop)"))
 	waitStep(t, app, "2/2", hubv1alpha1.PhaseProgressing, 100)
+	made := &hubv1alpha1.RolloutStepList{}
+	g.Expect(k8s.List(ctx, made, client.InNamespace("plug"), client.MatchingLabels{hubv1alpha1.LabelCreatedBy: "kubectl-cells"})).To(Succeed())
+	g.Expect(made.Items).To(HaveLen(1))
+	g.Expect(made.Items[0].OwnerReferences).To(HaveLen(1), "owned by the Rollout, so it goes with the app")
+	g.Expect(made.Items[0].OwnerReferences[0].Kind).To(Equal("Rollout"))
+	g.Expect(made.Items[0].Spec.Reason).To(HavePrefix("kubectl cells promote"))
 	for _, n := range all {
 		expectTraffic(t, n, "shop", target{rev2, 100, ""})
 	}

@@ -224,7 +224,9 @@ func act(ctx context.Context, c client.Client, ns, app, command string, o option
 	}
 	step := &hubv1alpha1.RolloutStep{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: app + "-" + command + "-",
-			Labels: map[string]string{hubv1alpha1.LabelRollout: app, hubv1alpha1.LabelCreatedBy: "kubectl-cells"}},
+			Labels: map[string]string{hubv1alpha1.LabelRollout: app, hubv1alpha1.LabelCreatedBy: "kubectl-cells"},
+			// Owned by the rollout, so that the steps go when the app (and its rollout) goes.
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: hubv1alpha1.GroupVersion.String(), Kind: "Rollout", Name: ro.Name, UID: ro.UID}}},
 		Spec: hubv1alpha1.RolloutStepSpec{
 			RolloutRef: corev1.LocalObjectReference{Name: app},
 			Action:     action,
