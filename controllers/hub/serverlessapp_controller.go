@@ -183,6 +183,10 @@ func appOutcome(app *hubv1alpha1.ServerlessApp, res *placement.Result, commits i
 		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonNoCells, Message: "The placement resolves no cells yet"}
 	}
 	msg := fmt.Sprintf("Revision %s rendered to %d cells, ready in %d", app.Status.Revision, len(res.Cells), app.Status.ReadyCells)
+	if isCanary(app) {
+		msg = fmt.Sprintf("Revision %s validated for %d cells, ready in %d; the canary Rollout %s writes it step by step (kubectl get rollouts.hub.cellsync.io %s -n %s)",
+			app.Status.Revision, len(res.Cells), app.Status.ReadyCells, app.Name, app.Name, app.Namespace)
+	}
 	if commits > 0 {
 		msg += fmt.Sprintf(" (%d branches updated)", commits)
 	}
