@@ -277,8 +277,10 @@ func TestCanaryWalksSteps(t *testing.T) {
 		newCell(t, n, "member-"+n, map[string]string{hubv1alpha1.LabelRegion: "walk"})
 	}
 	all := []string{"rw-a", "rw-b", "rw-c", "rw-d"}
+	bake := step(50, "rw-a")
+	bake.Pause = &hubv1alpha1.StepPause{Duration: &metav1.Duration{Duration: 3 * time.Second}}
 	app := canaryApp("walk", "web", "p", "ghcr.io/acme/web:v1",
-		step(10, "rw-a"), step(50, "rw-a"), step(50, "rw-a", "rw-b"), step(100))
+		step(10, "rw-a"), bake, step(50, "rw-a", "rw-b"), step(100))
 	create(t, newPlacement("walk", "p", hubv1alpha1.CellPlacementSpec{CellSelector: selectLabels(hubv1alpha1.LabelRegion, "walk")}), app)
 	agents := newCells(t)
 	rev1 := render.AppRevision(app)
@@ -316,10 +318,18 @@ func TestCanaryWalksSteps(t *testing.T) {
 	g.Expect(steps.Items[0].Spec.Action).To(Equal(hubv1alpha1.ActionAdvance))
 	g.Expect(steps.Items[0].Spec.Step).To(Equal(ptr.To[int32](2)))
 
-	// Step 3 adds rw-b at 50 %; rw-a's bytes do not change.
+	// Step 2 bakes for 3 s once healthy; then step 3 adds rw-b at 50 %; rw-a's bytes do not change.
 	h2 := heads(t)
 	agents.readyAt(app, rev2, "rw-a")
-	waitStep(t, app, "3/4", hubv1alpha1.PhaseProgressing, 50)
+	ro = waitRollout(t, rolloutOf(app), func(g Gomega, r *hubv1alpha1.Rollout) {
+		g.Expect(r.Status.Message).To(ContainSubstring("Step 2/4 is healthy; baking for"))
+	})
+	g.Consistently(func(g Gomega) {
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ro), ro)).To(Succeed())
+		g.Expect(ro.Status.StepDisplay).To(Equal("2/4"))
+	}, time.Second, 100*time.Millisecond).Should(Succeed())
+	ro = waitStep(t, app, "3/4", hubv1alpha1.PhaseProgressing, 50)
+	g.Expect(ro.Status.StepCompletedAt).To(BeNil())
 	expectTraffic(t, "rw-a", "web", target{rev1, 50, render.TagStable}, target{rev2, 50, render.TagCanary})
 	expectTraffic(t, "rw-b", "web", target{rev1, 50, render.TagStable}, target{rev2, 50, render.TagCanary})
 	expectUnchanged(t, h2, "rw-a")
