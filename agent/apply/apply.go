@@ -9,13 +9,13 @@ import (
 	"time"
 
 	"github.com/fluxcd/cli-utils/pkg/kstatus/polling"
+	"github.com/fluxcd/cli-utils/pkg/object"
 	"github.com/fluxcd/pkg/ssa"
 	ssaerrors "github.com/fluxcd/pkg/ssa/errors"
 	ssautils "github.com/fluxcd/pkg/ssa/utils"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/cellsync/cellsync/agent/manifests"
@@ -148,14 +148,15 @@ func Inventory(objs []*unstructured.Unstructured) []agentv1alpha1.ResourceRef {
 	return out
 }
 
+// fromRef is an inventory entry as an object that carries only its identity, for deletion.
 func fromRef(ref agentv1alpha1.ResourceRef) (*unstructured.Unstructured, error) {
-	parts := strings.Split(ref.ID, "_")
-	if len(parts) != 4 {
-		return nil, fmt.Errorf("inventory entry %q is not <namespace>_<name>_<group>_<kind>", ref.ID)
+	m, err := object.ParseObjMetadata(ref.ID)
+	if err != nil {
+		return nil, fmt.Errorf("inventory entry %q: %w", ref.ID, err)
 	}
 	u := &unstructured.Unstructured{}
-	u.SetGroupVersionKind(schema.GroupVersionKind{Group: parts[2], Version: ref.V, Kind: parts[3]})
-	u.SetNamespace(parts[0])
-	u.SetName(parts[1])
+	u.SetGroupVersionKind(m.GroupKind.WithVersion(ref.V))
+	u.SetNamespace(m.Namespace)
+	u.SetName(m.Name)
 	return u, nil
 }

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/fluxcd/cli-utils/pkg/object"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/kustomize/api/krusty"
 	kustypes "sigs.k8s.io/kustomize/api/types"
@@ -108,8 +109,8 @@ func checkLocal(p string, b []byte) error {
 	return nil
 }
 
-// ID is the Flux inventory id of an object: <namespace>_<name>_<group>_<kind>.
+// ID is the Flux inventory id of an object, <namespace>_<name>_<group>_<kind>, as cli-utils
+// writes and parses it (object.ParseObjMetadata).
 func ID(u *unstructured.Unstructured) string {
-	gvk := u.GroupVersionKind()
-	return fmt.Sprintf("%s_%s_%s_%s", u.GetNamespace(), u.GetName(), gvk.Group, gvk.Kind)
+	return object.UnstructuredToObjMetadata(u).String()
 }

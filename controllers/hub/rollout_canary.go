@@ -329,6 +329,7 @@ func (c *canary) apply(ctx context.Context) error {
 		byName[cell.Name] = cell
 	}
 	key := cellbranch.AppKey{Namespace: c.app.Namespace, Name: c.app.Name}
+	// Every cell the rollout holds is placed (forgetUnplaced runs first).
 	entries := map[string]*hubv1alpha1.RolloutCell{}
 	restore := map[string]string{}
 	var branches []string
@@ -337,10 +338,7 @@ func (c *canary) apply(ctx context.Context) error {
 		if !e.Canary && e.LastKnownGood == "" {
 			continue
 		}
-		branch := hubv1alpha1.CellBranchPrefix + e.Cell
-		if cell, ok := byName[e.Cell]; ok {
-			branch = cell.BranchName()
-		}
+		branch := byName[e.Cell].BranchName()
 		entries[branch] = e
 		branches = append(branches, branch)
 		if !e.Canary && e.LastKnownGood != lkgNone {
@@ -366,13 +364,14 @@ func (c *canary) apply(ctx context.Context) error {
 				return err
 			}
 			e := entries[branch]
+			cell := byName[e.Cell]
+			meta := cellbranch.CellMeta{Cell: cell.Name, Cluster: cell.Spec.Cluster}
 			if !e.Canary {
 				if e.LastKnownGood == lkgNone {
-					return cellbranch.RemoveApp(files, cellMetaOf(branch, c.all), key)
+					return cellbranch.RemoveApp(files, meta, key)
 				}
 				return nil
 			}
-			cell := byName[e.Cell]
 			stable := e.StableRevision
 			if e.LastKnownGood == "" {
 				m, err := cellbranch.ReadAppMeta(files, key)
@@ -397,7 +396,7 @@ func (c *canary) apply(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			return cellbranch.PutApp(files, cellbranch.CellMeta{Cell: cell.Name, Cluster: cell.Spec.Cluster}, key, ra, sourceCommit, c.app.Generation)
+			return cellbranch.PutApp(files, meta, key, ra, sourceCommit, c.app.Generation)
 		},
 	})
 	if err != nil {

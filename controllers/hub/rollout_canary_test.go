@@ -3,7 +3,6 @@ package hub_test
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -22,7 +22,6 @@ import (
 	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	"github.com/cellsync/cellsync/hub/render"
-	"github.com/cellsync/cellsync/test/testenv"
 )
 
 // cells stands in for the agents of a test's cells: it pushes StatusReports to status/<cell> in
@@ -191,7 +190,7 @@ func expectTraffic(t *testing.T, cell, app string, want ...target) {
 	g := NewWithT(t)
 	svc := build(t, "cells/"+cell)["Service/"+app]
 	g.Expect(svc).NotTo(BeNil(), "cell %s has no Knative Service %s", cell, app)
-	traffic, _, _ := unstructuredSlice(svc.Object, "spec", "traffic")
+	traffic, _, _ := unstructured.NestedSlice(svc.Object, "spec", "traffic")
 	got := make([]target, 0, len(traffic))
 	for _, tr := range traffic {
 		m := tr.(map[string]any)
@@ -201,60 +200,37 @@ func expectTraffic(t *testing.T, cell, app string, want ...target) {
 	g.Expect(got).To(Equal(want), "traffic in cell %s", cell)
 }
 
-func unstructuredSlice(obj map[string]any, path ...string) ([]any, bool, error) {
-	cur := any(obj)
-	for _, p := range path {
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return nil, false, nil
-		}
-		cur = m[p]
-	}
-	s, ok := cur.([]any)
-	return s, ok, nil
-}
-
 func toInt64(v any) int64 {
 	switch n := v.(type) {
 	case int64:
 		return n
 	case float64:
 		return int64(n)
-	case int:
-		return int64(n)
 	}
 	return -1
 }
 
-// tree is a branch's tree hash on the Git server.
+// tree is a commit's tree hash on the Git server.
 func tree(t *testing.T, rev string) string {
 	t.Helper()
-	out, err := testenv.Git(gitServer.RepoDir(repoName), "rev-parse", rev+"^{tree}")
+	out, err := gitServer.RevParse(repoName, rev+"^{tree}")
 	NewWithT(t).Expect(err).NotTo(HaveOccurred())
-	return strings.TrimSpace(out)
+	return out
 }
 
 func parent(t *testing.T, rev string) string {
 	t.Helper()
-	out, err := testenv.Git(gitServer.RepoDir(repoName), "rev-parse", rev+"^")
+	out, err := gitServer.RevParse(repoName, rev+"^")
 	NewWithT(t).Expect(err).NotTo(HaveOccurred())
-	return strings.TrimSpace(out)
+	return out
 }
 
 // cellHeads is the heads of the cell branches (the status refs move with every heartbeat).
 func cellHeads(t *testing.T) map[string]string {
 	t.Helper()
-	return cellsOnly(heads(t))
-}
-
-func cellsOnly(h map[string]string) map[string]string {
-	out := map[string]string{}
-	for b, c := range h {
-		if strings.HasPrefix(b, hubv1alpha1.CellBranchPrefix) {
-			out[b] = c
-		}
-	}
-	return out
+	h, err := gitServer.BranchHeads(repoName, hubv1alpha1.CellBranchPrefix)
+	NewWithT(t).Expect(err).NotTo(HaveOccurred())
+	return h
 }
 
 // expectUnchanged checks that the cells' branches still have the given heads (so every byte is
@@ -448,7 +424,7 @@ func TestCanaryAbortsOnFailure(t *testing.T) {
 		g.Expect(ready.Reason).To(Equal(hubv1alpha1.ReasonAborted))
 	})
 	expectEvent(t, ro, corev1.EventTypeWarning, hubv1alpha1.ReasonAborted)
-	after := heads(t)
+	after := cellHeads(t)
 	g.Expect(tree(t, after["cells/fa-a"])).To(Equal(lkgTree), "fa-a is back at its last-known-good tree")
 	g.Expect(parent(t, after["cells/fa-a"])).To(Equal(stepHead), "the abort is a new commit on top of the step")
 	g.Expect(after["cells/fa-b"]).To(Equal(lkg["cells/fa-b"]), "fa-b was never touched")
@@ -456,7 +432,7 @@ func TestCanaryAbortsOnFailure(t *testing.T) {
 
 	// An aborted rollout stays aborted: no retry of the same revision behind anyone's back.
 	g.Consistently(func(g Gomega) {
-		g.Expect(cellHeads(t)).To(Equal(cellsOnly(after)))
+		g.Expect(cellHeads(t)).To(Equal(after))
 	}, 2*time.Second, 250*time.Millisecond).Should(Succeed())
 }
 

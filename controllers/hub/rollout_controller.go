@@ -66,11 +66,22 @@ type RolloutReconciler struct {
 // Reconcile moves one Rollout.
 func (r *RolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	ro := &hubv1alpha1.Rollout{}
-	if err := r.reader().Get(ctx, req.NamespacedName, ro); err != nil {
+	if err := r.Get(ctx, req.NamespacedName, ro); err != nil {
 		if apierrors.IsNotFound(err) {
 			return ctrl.Result{}, r.refuseOrphans(ctx, req.NamespacedName)
 		}
 		return ctrl.Result{}, err
+	}
+	app := &hubv1alpha1.ServerlessApp{}
+	appKey := client.ObjectKey{Namespace: ro.Namespace, Name: ro.Spec.AppRef.Name}
+	appErr := r.Get(ctx, appKey, app)
+	if appErr == nil && isCanary(app) && r.APIReader != nil {
+		// A canary acts on its own last status and on RolloutSteps: read both past the cache, so
+		// that a status written a moment ago is not read back stale and acted on twice.
+		if err := r.APIReader.Get(ctx, req.NamespacedName, ro); err != nil {
+			return ctrl.Result{}, client.IgnoreNotFound(err)
+		}
+		appErr = r.APIReader.Get(ctx, appKey, app)
 	}
 	patcher := patch.NewSerialPatcher(ro, r.Client)
 	var out outcome.Outcome
@@ -79,22 +90,24 @@ func (r *RolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request) (re
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
 	}()
-	app := &hubv1alpha1.ServerlessApp{}
-	if err := r.reader().Get(ctx, client.ObjectKey{Namespace: ro.Namespace, Name: ro.Spec.AppRef.Name}, app); err != nil {
-		out = outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonProgressing, Message: fmt.Sprintf("ServerlessApp %q: %v", ro.Spec.AppRef.Name, client.IgnoreNotFound(err))}
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+	if appErr != nil {
+		out = outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonProgressing, Message: fmt.Sprintf("ServerlessApp %q: %v", ro.Spec.AppRef.Name, client.IgnoreNotFound(appErr))}
+		return ctrl.Result{}, client.IgnoreNotFound(appErr)
 	}
 	if !app.DeletionTimestamp.IsZero() {
 		out = outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonDeleting, Message: "The app is being deleted"}
 		return ctrl.Result{}, nil
 	}
-	steps, err := r.pendingSteps(ctx, ro)
+	steps, err := r.stepsOf(ctx, ro.Namespace, ro.Name)
 	if err != nil {
 		out = outcome.Outcome{Kind: outcome.Retrying, Reason: hubv1alpha1.ReasonProgressing, Message: err.Error()}
 		return ctrl.Result{}, err
 	}
+	// Steps acted on below record their outcome in place, so the list stays current for pruning.
+	defer r.pruneSteps(ctx, steps)
+	pending := pendingOf(steps)
 	if !isCanary(app) {
-		for _, s := range steps {
+		for _, s := range pending {
 			r.refuse(ctx, ro, s, hubv1alpha1.ReasonInvalidStep, fmt.Sprintf("ServerlessApp %s rolls out all at once (spec.strategy.type AllAtOnce); RolloutSteps move canary rollouts only", app.Name))
 		}
 		ro.Status = allAtOnceStatus(ro.Status, app)
@@ -102,35 +115,28 @@ func (r *RolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request) (re
 		return ctrl.Result{}, nil
 	}
 	c := &canary{r: r, ro: ro, app: app, now: time.Now()}
-	out, result, retErr = c.reconcile(ctx, steps)
-	r.pruneSteps(ctx, ro)
+	out, result, retErr = c.reconcile(ctx, pending)
 	return result, retErr
 }
 
 // keepFinishedSteps is how many finished RolloutSteps a rollout keeps, newest first.
 const keepFinishedSteps = 20
 
-// pruneSteps deletes a rollout's oldest finished RolloutSteps beyond keepFinishedSteps.
-func (r *RolloutReconciler) pruneSteps(ctx context.Context, ro *hubv1alpha1.Rollout) {
-	list := &hubv1alpha1.RolloutStepList{}
-	if err := r.List(ctx, list, client.InNamespace(ro.Namespace), client.MatchingFields{rolloutRefIndex: ro.Name}); err != nil {
-		return
-	}
+// pruneSteps deletes a rollout's oldest finished RolloutSteps beyond keepFinishedSteps; steps
+// is the rollout's list in creation order.
+func (r *RolloutReconciler) pruneSteps(ctx context.Context, steps []*hubv1alpha1.RolloutStep) {
 	var finished []*hubv1alpha1.RolloutStep
-	for i := range list.Items {
-		switch list.Items[i].Status.Phase {
+	for _, s := range steps {
+		switch s.Status.Phase {
 		case hubv1alpha1.StepSucceeded, hubv1alpha1.StepRefused, hubv1alpha1.StepSuperseded:
-			finished = append(finished, &list.Items[i])
+			finished = append(finished, s)
 		}
 	}
-	if len(finished) <= keepFinishedSteps {
-		return
-	}
-	sort.SliceStable(finished, func(i, j int) bool { return stepBefore(finished[i], finished[j]) })
-	for _, s := range finished[:len(finished)-keepFinishedSteps] {
-		if err := r.Delete(ctx, s); client.IgnoreNotFound(err) != nil {
-			ctrl.LoggerFrom(ctx).Error(err, "Failed to delete an old RolloutStep", "step", s.Name)
+	for len(finished) > keepFinishedSteps {
+		if err := r.Delete(ctx, finished[0]); client.IgnoreNotFound(err) != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Failed to delete an old RolloutStep", "step", finished[0].Name)
 		}
+		finished = finished[1:]
 	}
 }
 
@@ -206,19 +212,15 @@ func rolloutOutcome(ro *hubv1alpha1.Rollout, app *hubv1alpha1.ServerlessApp) out
 		Message: fmt.Sprintf("Rolling out %s: %s cells updated/ready/total", app.Status.Revision, st.CellsDisplay)}
 }
 
-// pendingSteps lists the rollout's RolloutSteps not acted on yet, oldest first.
-func (r *RolloutReconciler) pendingSteps(ctx context.Context, ro *hubv1alpha1.Rollout) ([]*hubv1alpha1.RolloutStep, error) {
-	all, err := r.stepsOf(ctx, ro.Namespace, ro.Name)
-	if err != nil {
-		return nil, err
-	}
+// pendingOf keeps the steps not acted on yet.
+func pendingOf(steps []*hubv1alpha1.RolloutStep) []*hubv1alpha1.RolloutStep {
 	var out []*hubv1alpha1.RolloutStep
-	for _, s := range all {
+	for _, s := range steps {
 		if s.Status.Phase == "" || s.Status.Phase == hubv1alpha1.StepPending {
 			out = append(out, s)
 		}
 	}
-	return out, nil
+	return out
 }
 
 // stepsOf lists the RolloutSteps that name a rollout, in creation order.

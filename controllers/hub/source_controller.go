@@ -9,11 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/fluxcd/cli-utils/pkg/kstatus/polling"
+	"github.com/fluxcd/cli-utils/pkg/object"
 	"github.com/fluxcd/pkg/apis/meta"
 	"github.com/fluxcd/pkg/runtime/patch"
 	"github.com/fluxcd/pkg/ssa"
@@ -22,7 +24,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -221,7 +222,7 @@ func (r *AppSourceReconciler) objects(src *hubv1alpha1.AppSource, files map[stri
 			case gvk.Version != hubv1alpha1.GroupVersion.Version:
 				invalid = append(invalid, fmt.Sprintf("%s: %s %q has apiVersion %s; the hub serves %s", name, gvk.Kind, u.GetName(), u.GetAPIVersion(), hubv1alpha1.GroupVersion.String()))
 				continue
-			case !contains(kinds, gvk.Kind):
+			case !slices.Contains(kinds, gvk.Kind):
 				forbidden = append(forbidden, fmt.Sprintf("%s: %s %q: this source may write only %s", name, gvk.Kind, u.GetName(), strings.Join(kinds, ", ")))
 				continue
 			case u.GetName() == "":
@@ -232,7 +233,7 @@ func (r *AppSourceReconciler) objects(src *hubv1alpha1.AppSource, files map[stri
 				if u.GetNamespace() == "" {
 					u.SetNamespace(src.Namespace)
 				}
-				if !contains(allowedNS, u.GetNamespace()) {
+				if !slices.Contains(allowedNS, u.GetNamespace()) {
 					forbidden = append(forbidden, fmt.Sprintf("%s: %s %s/%s: namespace %q is not one this source may write (allowed: %s)", name, gvk.Kind, u.GetNamespace(), u.GetName(), u.GetNamespace(), strings.Join(allowedNS, ", ")))
 					continue
 				}
@@ -304,14 +305,14 @@ func (r *AppSourceReconciler) prune(ctx context.Context, rm *ssa.ResourceManager
 		if keep[o.ID] {
 			continue
 		}
-		parts := strings.Split(o.ID, "_")
-		if len(parts) != 4 {
-			continue
+		m, err := object.ParseObjMetadata(o.ID)
+		if err != nil {
+			return nil, fmt.Errorf("status.objects entry %q: %w", o.ID, err)
 		}
 		u := &unstructured.Unstructured{}
-		u.SetGroupVersionKind(schema.GroupVersionKind{Group: parts[2], Version: o.V, Kind: parts[3]})
-		u.SetNamespace(parts[0])
-		u.SetName(parts[1])
+		u.SetGroupVersionKind(m.GroupKind.WithVersion(o.V))
+		u.SetNamespace(m.Namespace)
+		u.SetName(m.Name)
 		stale = append(stale, u)
 	}
 	if len(stale) == 0 {
@@ -335,8 +336,7 @@ func (r *AppSourceReconciler) prune(ctx context.Context, rm *ssa.ResourceManager
 func sourceObjects(objs []*unstructured.Unstructured) []hubv1alpha1.SourceObject {
 	out := make([]hubv1alpha1.SourceObject, 0, len(objs))
 	for _, u := range objs {
-		gvk := u.GroupVersionKind()
-		out = append(out, hubv1alpha1.SourceObject{ID: fmt.Sprintf("%s_%s_%s_%s", u.GetNamespace(), u.GetName(), gvk.Group, gvk.Kind), V: gvk.Version})
+		out = append(out, hubv1alpha1.SourceObject{ID: object.UnstructuredToObjMetadata(u).String(), V: u.GroupVersionKind().Version})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
@@ -349,15 +349,6 @@ func sortedKinds() []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func orDefault(s, d string) string {

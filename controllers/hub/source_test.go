@@ -2,6 +2,7 @@ package hub_test
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -67,7 +68,7 @@ func TestSourceSyncFromMain(t *testing.T) {
 
 	repo, err := testenv.CloneSource(gitServer.AuthURL(repoName), t.TempDir(), "main")
 	g.Expect(err).NotTo(HaveOccurred())
-	c1, err := repo.Commit("Add hello", map[string]string{"apps/hello.yaml": sprintf(sourceApp, "v1"), "README.md": "not under apps/"})
+	c1, err := repo.Commit("Add hello", map[string]string{"apps/hello.yaml": fmt.Sprintf(sourceApp, "v1"), "README.md": "not under apps/"})
 	g.Expect(err).NotTo(HaveOccurred())
 
 	got := waitSource(t, src, func(g Gomega, s *hubv1alpha1.AppSource) {
@@ -93,7 +94,7 @@ func TestSourceSyncFromMain(t *testing.T) {
 	g.Expect(cellHeads(t)).To(Equal(before))
 
 	// A change ships by push.
-	c3, err := repo.Commit("hello v2", map[string]string{"apps/hello.yaml": sprintf(sourceApp, "v2")})
+	c3, err := repo.Commit("hello v2", map[string]string{"apps/hello.yaml": fmt.Sprintf(sourceApp, "v2")})
 	g.Expect(err).NotTo(HaveOccurred())
 	waitFor(t, app, func(g Gomega, a *hubv1alpha1.ServerlessApp) {
 		g.Expect(a.Spec.Template.Image).To(Equal("ghcr.io/acme/hello:v2"))
@@ -119,7 +120,7 @@ func TestSourceSyncFromMain(t *testing.T) {
 			g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(src), src)).To(Succeed())
 			synced := src.Status.LastSyncedCommit
 			// The bad file comes with a change to hello that must not be applied either.
-			commit, err := repo.Commit("bad: "+b.name, map[string]string{b.file: b.content, "apps/hello.yaml": sprintf(sourceApp, "v3")})
+			commit, err := repo.Commit("bad: "+b.name, map[string]string{b.file: b.content, "apps/hello.yaml": fmt.Sprintf(sourceApp, "v3")})
 			g.Expect(err).NotTo(HaveOccurred())
 			waitSource(t, src, func(g Gomega, s *hubv1alpha1.AppSource) {
 				g.Expect(s.Status.LastAttemptedCommit).To(Equal(commit))
@@ -133,7 +134,7 @@ func TestSourceSyncFromMain(t *testing.T) {
 			g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(app), app)).To(Succeed())
 			g.Expect(app.ResourceVersion).To(Equal(rv), "nothing of a refused commit is applied")
 			g.Expect(app.Spec.Template.Image).To(Equal("ghcr.io/acme/hello:v2"))
-			revert, err := repo.Commit("revert", map[string]string{b.file: "", "apps/hello.yaml": sprintf(sourceApp, "v2")})
+			revert, err := repo.Commit("revert", map[string]string{b.file: "", "apps/hello.yaml": fmt.Sprintf(sourceApp, "v2")})
 			g.Expect(err).NotTo(HaveOccurred())
 			waitSource(t, src, func(g Gomega, s *hubv1alpha1.AppSource) {
 				g.Expect(s.Status.LastSyncedCommit).To(Equal(revert))
@@ -144,7 +145,7 @@ func TestSourceSyncFromMain(t *testing.T) {
 
 	// Deleting the app from main deletes it on the hub (and its finalizer takes it out of every
 	// cell branch); the placement stays.
-	placementOnly := strings.SplitN(sprintf(sourceApp, "v2"), "---\n", 2)[0]
+	placementOnly := strings.SplitN(fmt.Sprintf(sourceApp, "v2"), "---\n", 2)[0]
 	c4, err := repo.Commit("Remove hello", map[string]string{"apps/hello.yaml": placementOnly})
 	g.Expect(err).NotTo(HaveOccurred())
 	waitSource(t, src, func(g Gomega, s *hubv1alpha1.AppSource) {
@@ -156,8 +157,4 @@ func TestSourceSyncFromMain(t *testing.T) {
 	}, timeout, poll).Should(BeTrue())
 	g.Expect(fileExists(t, "cells/src-1", ".cellsync/apps/synced.hello.yaml")).To(BeFalse())
 	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: "synced", Name: "everywhere"}, &hubv1alpha1.CellPlacement{})).To(Succeed())
-}
-
-func sprintf(format string, args ...any) string {
-	return strings.ReplaceAll(format, "%s", args[0].(string))
 }

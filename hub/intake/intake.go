@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -58,6 +59,9 @@ type Intake struct {
 	Store    *gitstore.Store
 	Reports  *Reports
 	Interval time.Duration
+	// StaleAfter is the hub's heartbeat threshold. A report that only renews a fresh heartbeat
+	// tells the apps nothing new, so it wakes only its Cell; 0 wakes the apps on every report.
+	StaleAfter time.Duration
 	// Cells, Apps and Rollouts receive the objects whose status may have changed (a Rollout
 	// has its app's name).
 	Cells    chan event.GenericEvent
@@ -111,13 +115,26 @@ func (i *Intake) Poll(ctx context.Context) {
 			log.Info("Ignoring a status report for another cell", "ref", branch, "cell", rep.Cell)
 			continue
 		}
-		prev, _ := i.Reports.Put(cell, Entry{Commit: f.Commit, Report: rep})
+		prev, had := i.Reports.Put(cell, Entry{Commit: f.Commit, Report: rep})
 		i.Cells <- event.GenericEvent{Object: &hubv1alpha1.Cell{ObjectMeta: metav1.ObjectMeta{Name: cell}}}
+		if had && i.heartbeatOnly(prev.Report, rep) {
+			continue
+		}
 		for _, key := range appsOf(prev.Report, rep) {
 			i.Apps <- event.GenericEvent{Object: &hubv1alpha1.ServerlessApp{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
 			i.Rollouts <- event.GenericEvent{Object: &hubv1alpha1.Rollout{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
 		}
 	}
+}
+
+// heartbeatOnly reports whether next only renews prev's heartbeat, and prev was fresh when next
+// was written (so no app can have seen the cell turn stale in between).
+func (i *Intake) heartbeatOnly(prev, next agentv1alpha1.StatusReport) bool {
+	if i.StaleAfter <= 0 || next.HeartbeatTime.Sub(prev.HeartbeatTime.Time) >= i.StaleAfter {
+		return false
+	}
+	prev.HeartbeatTime, next.HeartbeatTime = metav1.Time{}, metav1.Time{}
+	return equality.Semantic.DeepEqual(prev, next)
 }
 
 // appsOf names the hub apps either report mentions.

@@ -82,6 +82,7 @@ func Setup(mgr ctrl.Manager, cfg Config) (*gitstore.Store, error) {
 	}
 	reports := intake.NewReports()
 	in := intake.New(store, reports, cfg.StatusInterval)
+	in.StaleAfter = cfg.StaleAfter
 	if err := mgr.Add(in); err != nil {
 		return nil, err
 	}

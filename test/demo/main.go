@@ -51,7 +51,15 @@ func run(workdir string, once bool, poll, timeout time.Duration, out io.Writer) 
 	if err != nil {
 		return err
 	}
-	_ = os.RemoveAll(abs)
+	// Only what an earlier demo left is removed: --workdir may name a folder with other files.
+	for _, pattern := range []string{"ready", "*.kubeconfig", "repo", "agents"} {
+		old, _ := filepath.Glob(filepath.Join(abs, pattern))
+		for _, p := range old {
+			if err := os.RemoveAll(p); err != nil {
+				return err
+			}
+		}
+	}
 	start := time.Now()
 	say := func(format string, args ...any) {
 		fmt.Fprintf(out, "[%5.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))

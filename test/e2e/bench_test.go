@@ -70,7 +70,7 @@ func applied(ctx context.Context, prev string) (string, bool) {
 		return "", false
 	}
 	rev := app.Status.Revision
-	if rev == "" || rev == prev || app.Status.ReadyCells != 3 || len(app.Status.CellStatuses) != 3 {
+	if !strings.HasPrefix(rev, "bench-") || rev == prev || app.Status.ReadyCells != 3 || len(app.Status.CellStatuses) != 3 {
 		return "", false
 	}
 	for _, s := range app.Status.CellStatuses {
@@ -87,7 +87,7 @@ func applied(ctx context.Context, prev string) (string, bool) {
 		if err := world.HubClient.Get(ctx, client.ObjectKey{Name: m.Cell}, cell); err != nil {
 			return "", false
 		}
-		if cell.Status.LastAppliedCommit != heads[hubv1alpha1.CellBranchPrefix+m.Cell] || !strings.HasPrefix(rev, "bench-") {
+		if cell.Status.LastAppliedCommit != heads[hubv1alpha1.CellBranchPrefix+m.Cell] {
 			return "", false
 		}
 	}

@@ -93,15 +93,38 @@ func rollout(g Gomega) *hubv1alpha1.Rollout {
 
 func cellHeads(t *testing.T) map[string]string {
 	t.Helper()
-	h, err := world.Git.Heads(testenv.WorldRepo)
+	h, err := world.Git.BranchHeads(testenv.WorldRepo, hubv1alpha1.CellBranchPrefix)
 	NewWithT(t).Expect(err).NotTo(HaveOccurred())
-	out := map[string]string{}
-	for b, c := range h {
-		if strings.HasPrefix(b, hubv1alpha1.CellBranchPrefix) {
-			out[b] = c
-		}
+	return h
+}
+
+// abortedBackTo waits for the rollout to abort, then checks that every cell branch has the tree
+// it had in before and that every member runs img again, Ready.
+func abortedBackTo(t *testing.T, before map[string]string, img string) {
+	t.Helper()
+	g := NewWithT(t)
+	g.Eventually(func(g Gomega) {
+		ro := rollout(g)
+		g.Expect(ro.Status.Phase).To(Equal(hubv1alpha1.PhaseAborted), "rollout: %s %s", ro.Status.StepDisplay, ro.Status.Message)
+		g.Expect(ro.Status.Message).To(ContainSubstring("Canary failed: cell-1"))
+	}, timeout, time.Second).Should(Succeed())
+	after := cellHeads(t)
+	tree := func(rev string) string {
+		out, err := world.Git.RevParse(testenv.WorldRepo, rev+"^{tree}")
+		g.Expect(err).NotTo(HaveOccurred())
+		return out
 	}
-	return out
+	for b, c := range before {
+		g.Expect(tree(after[b])).To(Equal(tree(c)), "%s is back at its last-known-good tree", b)
+	}
+	g.Eventually(func(g Gomega) {
+		for _, m := range world.Members {
+			svc := service(g, m, "web")
+			g.Expect(svc).NotTo(BeNil())
+			g.Expect(image(svc)).To(Equal(img), "%s runs the previous revision", m.Name)
+			g.Expect(ready(svc)).To(BeTrue())
+		}
+	}, timeout, time.Second).Should(Succeed())
 }
 
 func push(t *testing.T, msg string, files map[string]string) string {
@@ -181,28 +204,7 @@ func TestEndToEnd(t *testing.T) {
 		g := NewWithT(t)
 		before := cellHeads(t)
 		push(t, "web broken", map[string]string{"apps/web.yaml": testenv.SampleApp("ghcr.io/knative/helloworld-go:broken", 5*time.Second)})
-		g.Eventually(func(g Gomega) {
-			ro := rollout(g)
-			g.Expect(ro.Status.Phase).To(Equal(hubv1alpha1.PhaseAborted), "rollout: %s %s", ro.Status.StepDisplay, ro.Status.Message)
-			g.Expect(ro.Status.Message).To(ContainSubstring("Canary failed: cell-1"))
-		}, timeout, time.Second).Should(Succeed())
-		after := cellHeads(t)
-		for b, c := range before {
-			tree := func(rev string) string {
-				out, err := testenv.Git(world.Git.RepoDir(testenv.WorldRepo), "rev-parse", rev+"^{tree}")
-				g.Expect(err).NotTo(HaveOccurred())
-				return out
-			}
-			g.Expect(tree(after[b])).To(Equal(tree(c)), "%s is back at its last-known-good tree", b)
-		}
-		g.Eventually(func(g Gomega) {
-			for _, m := range world.Members {
-				svc := service(g, m, "web")
-				g.Expect(svc).NotTo(BeNil())
-				g.Expect(image(svc)).To(Equal("ghcr.io/knative/helloworld-go:v2"), "%s runs the previous revision", m.Name)
-				g.Expect(ready(svc)).To(BeTrue())
-			}
-		}, timeout, time.Second).Should(Succeed())
+		abortedBackTo(t, before, "ghcr.io/knative/helloworld-go:v2")
 		g.Expect(rollout(g).Status.StableRevision).To(Equal(rev2))
 	})
 
@@ -273,26 +275,7 @@ func TestEndToEnd(t *testing.T) {
 		}, timeout, 200*time.Millisecond).Should(Succeed())
 		// The new hub has no clone: the last-known-good commit is fetched by its hash.
 		g.Expect(world.RestartHub()).To(Succeed())
-		g.Eventually(func(g Gomega) {
-			ro := rollout(g)
-			g.Expect(ro.Status.Phase).To(Equal(hubv1alpha1.PhaseAborted), "rollout: %s %s", ro.Status.StepDisplay, ro.Status.Message)
-		}, timeout, time.Second).Should(Succeed())
-		after := cellHeads(t)
-		for b, c := range before {
-			tree := func(rev string) string {
-				out, err := testenv.Git(world.Git.RepoDir(testenv.WorldRepo), "rev-parse", rev+"^{tree}")
-				g.Expect(err).NotTo(HaveOccurred())
-				return out
-			}
-			g.Expect(tree(after[b])).To(Equal(tree(c)), "%s is back at its last-known-good tree", b)
-		}
-		g.Eventually(func(g Gomega) {
-			for _, m := range world.Members {
-				svc := service(g, m, "web")
-				g.Expect(svc).NotTo(BeNil())
-				g.Expect(image(svc)).To(Equal("ghcr.io/knative/helloworld-go:v5"), "%s runs the previous revision", m.Name)
-			}
-		}, timeout, time.Second).Should(Succeed())
+		abortedBackTo(t, before, "ghcr.io/knative/helloworld-go:v5")
 		g.Expect(rollout(g).Status.StableRevision).To(Equal(stable))
 	})
 

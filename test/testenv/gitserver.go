@@ -197,6 +197,26 @@ func Git(dir string, args ...string) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
+// BranchHeads is Heads limited to the branches whose name starts with prefix.
+func (g *GitServer) BranchHeads(name, prefix string) (map[string]string, error) {
+	all, err := g.Heads(name)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for b, c := range all {
+		if strings.HasPrefix(b, prefix) {
+			out[b] = c
+		}
+	}
+	return out, nil
+}
+
+// RevParse resolves a revision (for example "<commit>^{tree}" or "<commit>^") in a repository.
+func (g *GitServer) RevParse(name, rev string) (string, error) {
+	return Git(g.RepoDir(name), "rev-parse", rev)
+}
+
 // Heads lists a repository's branches and their commits, read from disk with the git CLI.
 func (g *GitServer) Heads(name string) (map[string]string, error) {
 	out, err := Git(g.RepoDir(name), "for-each-ref", "--format=%(refname:short) %(objectname)", "refs/heads/")
