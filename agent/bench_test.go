@@ -157,12 +157,12 @@ func BenchmarkApply100KnativeServices(b *testing.B) {
 		if err := repo.Fetch(ctx, &githttp.BasicAuth{Username: benchUser, Password: benchPass}, head); err != nil {
 			b.Fatal(err)
 		}
-		files, err := repo.Files(head)
+		tree, err := repo.Tree(head)
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		objs, err = manifests.Build(files)
+		objs, err = manifests.Load(tree)
 		if err != nil {
 			b.Fatal(err)
 		}

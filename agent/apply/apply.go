@@ -33,8 +33,17 @@ type Engine struct {
 func New(c client.Client) *Engine {
 	poller := polling.NewStatusPoller(c, c.RESTMapper(), polling.Options{})
 	rm := ssa.NewResourceManager(c, poller, ssa.Owner{Field: agentv1alpha1.FieldManager, Group: agentv1alpha1.OwnerGroup})
+	// The apiserver takes concurrent requests: reads and dry-runs of a commit's objects run in
+	// parallel (the writes that follow stay ordered).
+	rm.SetConcurrency(Concurrency)
 	return &Engine{client: c, mapper: c.RESTMapper(), manager: rm}
 }
+
+// Concurrency is how many objects of one commit are read and dry-run at once.
+const Concurrency = 8
+
+// Client is the client the engine applies with.
+func (e *Engine) Client() client.Client { return e.client }
 
 // DryRunError is an object the apiserver refuses; nothing was applied.
 type DryRunError struct{ Message string }

@@ -23,7 +23,18 @@ type Config struct {
 	DataDir string
 	// HealthPoll is how often health is polled while waiting.
 	HealthPoll time.Duration
+	// Namespace is the only namespace whose CellSyncs the agent serves (its own).
+	Namespace string
+	// DefaultServiceAccount is impersonated for CellSyncs without spec.serviceAccountName.
+	DefaultServiceAccount string
+	// Workers is how many CellSyncs sync at once.
+	Workers int
+	// CommitDeadline bounds fetching, reading and applying one commit.
+	CommitDeadline time.Duration
 }
+
+// DefaultServiceAccount is the ServiceAccount a CellSync applies as when it names none.
+const DefaultServiceAccount = "cellsync-applier"
 
 // Scheme returns a scheme with core/v1 and the member API: all the agent reads typed. What it
 // applies goes through unstructured objects, so it links no other API group (a smaller binary
@@ -40,6 +51,12 @@ func Setup(mgr ctrl.Manager, cfg Config) error {
 	if cfg.DataDir == "" {
 		return fmt.Errorf("the agent needs a data directory for its Git mirrors")
 	}
+	if cfg.Namespace == "" {
+		return fmt.Errorf("the agent needs the namespace whose CellSyncs it serves (--namespace, or POD_NAMESPACE)")
+	}
+	if cfg.DefaultServiceAccount == "" {
+		cfg.DefaultServiceAccount = DefaultServiceAccount
+	}
 	r := &agentcontrollers.CellSyncReconciler{
 		Client:     mgr.GetClient(),
 		Config:     mgr.GetConfig(),
@@ -47,6 +64,11 @@ func Setup(mgr ctrl.Manager, cfg Config) error {
 		Recorder:   mgr.GetEventRecorderFor("cellsync-agent"), //nolint:staticcheck // core/v1 events, as kubectl describe shows
 		Version:    Version,
 		HealthPoll: cfg.HealthPoll,
+
+		Namespace:             cfg.Namespace,
+		DefaultServiceAccount: cfg.DefaultServiceAccount,
+		Workers:               cfg.Workers,
+		CommitDeadline:        cfg.CommitDeadline,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("failed to set up the CellSync controller: %w", err)

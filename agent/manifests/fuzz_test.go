@@ -25,7 +25,7 @@ func (unknownKind) Error() string { return "no matches for kind" }
 
 var errUnknownKind = unknownKind{}
 
-// FuzzBuildAndCheck feeds arbitrary branch contents through the build and the policy guard.
+// FuzzBuildAndCheck feeds arbitrary branch contents through the loader and the policy guard.
 // They must never panic, every object they pass must be a copyable Unstructured, and no object
 // outside the cell's namespaces (or cluster-scoped) may pass the guard.
 func FuzzBuildAndCheck(f *testing.F) {
@@ -36,11 +36,7 @@ func FuzzBuildAndCheck(f *testing.F) {
 	f.Add("namespace: other\nresources:\n- a.yaml\n", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: apps\n", "apps")
 	f.Add("resources:\n- a.yaml\n", "apiVersion: v1\nkind: UnknownThing\nmetadata:\n  name: x\n  namespace: apps\nspec:\n  replicas: 3\n", "apps")
 	f.Fuzz(func(t *testing.T, kustomization, resource, namespace string) {
-		files := map[string][]byte{
-			"kustomization.yaml": []byte(kustomization),
-			"a.yaml":             []byte(resource),
-		}
-		objs, err := Build(files)
+		objs, err := Load(mapTree{"kustomization.yaml": kustomization, "a.yaml": resource})
 		if err != nil {
 			return
 		}

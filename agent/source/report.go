@@ -6,23 +6,33 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
+
+	"github.com/cellsync/cellsync/controllers/gitauth"
 )
 
-// PushReport writes content as the only file of an orphan commit and force-pushes it to
-// branch: the report ref never grows history.
-func (r *Repo) PushReport(ctx context.Context, auth transport.AuthMethod, branch, file string, content []byte, now time.Time) (string, error) {
+// PushReport writes content as the only file of an orphan commit, signed when signer is set,
+// and force-pushes it to branch: the report ref never grows history.
+func (r *Repo) PushReport(ctx context.Context, auth transport.AuthMethod, branch, file string, content []byte, now time.Time, signer *openpgp.Entity) (string, error) {
 	s := r.repo.Storer
 	blob := s.NewEncodedObject()
 	blob.SetType(plumbing.BlobObject)
-	w, _ := blob.Writer()
-	_, _ = w.Write(content)
-	_ = w.Close()
+	w, err := blob.Writer()
+	if err != nil {
+		return "", err
+	}
+	if _, err := w.Write(content); err != nil {
+		return "", err
+	}
+	if err := w.Close(); err != nil {
+		return "", err
+	}
 	blobHash, err := s.SetEncodedObject(blob)
 	if err != nil {
 		return "", err
@@ -38,6 +48,11 @@ func (r *Repo) PushReport(ctx context.Context, auth transport.AuthMethod, branch
 	}
 	sig := object.Signature{Name: "cellsync agent", Email: "agent@cellsync.io", When: now}
 	c := &object.Commit{Author: sig, Committer: sig, Message: "Status report", TreeHash: treeHash}
+	if signer != nil {
+		if err := gitauth.SignCommit(c, signer); err != nil {
+			return "", err
+		}
+	}
 	co := s.NewEncodedObject()
 	if err := c.Encode(co); err != nil {
 		return "", err
@@ -49,7 +64,7 @@ func (r *Repo) PushReport(ctx context.Context, auth transport.AuthMethod, branch
 	spec := config.RefSpec(fmt.Sprintf("+%s:refs/heads/%s", commit, branch))
 	err = r.remote.PushContext(ctx, &git.PushOptions{RemoteName: remoteName, RefSpecs: []config.RefSpec{spec}, Auth: auth, Force: true})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return "", wrap(err, r.url)
+		return "", gitauth.Classify(err, r.url)
 	}
 	return commit.String(), nil
 }

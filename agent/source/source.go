@@ -6,25 +6,27 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
+	"path"
+	"path/filepath"
 
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/cache"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/go-git/go-git/v5/storage/filesystem"
+	"github.com/go-git/go-billy/v5/osfs"
 
-	"github.com/cellsync/cellsync/hub/gitstore"
+	"github.com/cellsync/cellsync/agent/manifests"
+	"github.com/cellsync/cellsync/controllers/gitauth"
 )
 
 const remoteName = "origin"
 
-// Limits on what a cell branch may hold, so a hostile branch cannot exhaust the agent.
-const (
-	MaxFiles     = 10_000
-	MaxFileBytes = 4 << 20
-	MaxTreeBytes = 64 << 20
-)
+// maxTreeDepth bounds how deep a branch's folders may nest.
+const maxTreeDepth = 32
 
 // Repo is a cell branch mirrored on disk.
 type Repo struct {
@@ -34,14 +36,21 @@ type Repo struct {
 	remote *git.Remote
 }
 
-// Open opens (or creates) the bare mirror at dir for url's branch.
+// Open opens (or creates) the bare mirror at dir for url's branch. A URL with a password in it
+// is refused: credentials come from the Secret and never reach the disk.
 func Open(dir, url, branch string) (*Repo, error) {
-	repo, err := git.PlainOpen(dir)
+	if err := gitauth.CheckURL(url); err != nil {
+		return nil, &gitauth.ConfigError{Err: err}
+	}
+	tmp := filepath.Join(dir, "incoming")
+	if err := os.MkdirAll(tmp, 0o750); err != nil {
+		return nil, fmt.Errorf("failed to create the local mirror %s: %w", dir, err)
+	}
+	fs := filesystem.NewStorageWithOptions(osfs.New(dir), cache.NewObjectLRU(4*cache.MiByte), filesystem.Options{ExclusiveAccess: true})
+	st := &guardedStorage{Storage: fs, tmpDir: tmp}
+	repo, err := git.Open(st, nil)
 	if errors.Is(err, git.ErrRepositoryNotExists) {
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return nil, err
-		}
-		repo, err = git.PlainInit(dir, true)
+		repo, err = git.Init(st, nil)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("failed to open the local mirror %s: %w", dir, err)
@@ -70,7 +79,7 @@ func (r *Repo) Head(ctx context.Context, auth transport.AuthMethod) (string, err
 		if errors.Is(err, transport.ErrEmptyRemoteRepository) {
 			return "", nil
 		}
-		return "", wrap(err, r.url)
+		return "", gitauth.Classify(err, r.url)
 	}
 	want := plumbing.NewBranchReferenceName(r.branch)
 	for _, ref := range refs {
@@ -88,14 +97,19 @@ func (r *Repo) Has(commit string) bool {
 }
 
 // Fetch brings the branch head to disk (single branch, depth 1) unless it is there already.
+// A pack past the limits is refused with a *LimitError and nothing of it is stored.
 func (r *Repo) Fetch(ctx context.Context, auth transport.AuthMethod, commit string) error {
 	if r.Has(commit) {
 		return nil
 	}
 	spec := config.RefSpec(fmt.Sprintf("+refs/heads/%s:refs/remotes/%s/%s", r.branch, remoteName, r.branch))
 	err := r.remote.FetchContext(ctx, &git.FetchOptions{RemoteName: remoteName, RefSpecs: []config.RefSpec{spec}, Auth: auth, Depth: 1, Tags: git.NoTags})
+	var limit *LimitError
+	if errors.As(err, &limit) {
+		return limit
+	}
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return wrap(err, r.url)
+		return gitauth.Classify(err, r.url)
 	}
 	if !r.Has(commit) {
 		return fmt.Errorf("fetched %s but commit %s is not there (the branch moved again); retrying", r.branch, short(commit))
@@ -109,69 +123,115 @@ func (r *Repo) Verify(commit string, armoredKeys []string) error {
 	if err != nil {
 		return err
 	}
-	if c.PGPSignature == "" {
-		return &VerificationError{Message: fmt.Sprintf("commit %s is not signed; refusing to apply it", short(commit))}
-	}
-	for _, k := range armoredKeys {
-		if _, err := c.Verify(k); err == nil {
-			return nil
+	if _, err := gitauth.VerifyCommit(c, armoredKeys); err != nil {
+		if errors.Is(err, gitauth.ErrUnsigned) {
+			return &VerificationError{Message: fmt.Sprintf("commit %s is not signed; refusing to apply it", short(commit))}
 		}
+		return &VerificationError{Message: fmt.Sprintf("commit %s is not signed by any trusted key; refusing to apply it", short(commit))}
 	}
-	return &VerificationError{Message: fmt.Sprintf("commit %s is not signed by any trusted key; refusing to apply it", short(commit))}
+	return nil
 }
 
-// Files reads every file of the commit's tree, within the size limits.
-func (r *Repo) Files(commit string) (map[string][]byte, error) {
+// Tree returns the commit's tree for manifests.Load: entries and sizes come from tree and object
+// headers, and no file is read until Load asks for it.
+func (r *Repo) Tree(commit string) (manifests.Tree, error) {
 	c, err := r.repo.CommitObject(plumbing.NewHash(commit))
 	if err != nil {
 		return nil, fmt.Errorf("commit %s is not on disk: %w", short(commit), err)
 	}
-	tree, err := c.Tree()
+	t := &tree{repo: r.repo, entries: map[string]treeEntry{}}
+	if err := t.walk(c.TreeHash, "", 0); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+type treeEntry struct {
+	kind manifests.EntryKind
+	hash plumbing.Hash
+}
+
+type tree struct {
+	repo    *git.Repository
+	entries map[string]treeEntry
+}
+
+func (t *tree) walk(h plumbing.Hash, dir string, depth int) error {
+	if depth > maxTreeDepth {
+		return &manifests.InvalidError{Reason: manifests.ReasonLimitExceeded, Message: fmt.Sprintf("folder %s nests deeper than %d levels", dir, maxTreeDepth)}
+	}
+	o, err := t.repo.Storer.EncodedObject(plumbing.TreeObject, h)
+	if err != nil {
+		return err
+	}
+	if o.Size() > MaxObjectBytes {
+		return &manifests.InvalidError{Reason: manifests.ReasonLimitExceeded, Message: fmt.Sprintf("folder %q has a tree of %d bytes; at most %d", dir, o.Size(), MaxObjectBytes)}
+	}
+	tr, err := object.DecodeTree(t.repo.Storer, o)
+	if err != nil {
+		return err
+	}
+	for _, e := range tr.Entries {
+		p := path.Join(dir, e.Name)
+		if len(t.entries) >= manifests.MaxFiles {
+			return &manifests.InvalidError{Reason: manifests.ReasonLimitExceeded, Message: fmt.Sprintf("the branch has more than %d files and folders", manifests.MaxFiles)}
+		}
+		switch e.Mode {
+		case filemode.Dir:
+			t.entries[p] = treeEntry{kind: manifests.Directory, hash: e.Hash}
+			if err := t.walk(e.Hash, p, depth+1); err != nil {
+				return err
+			}
+		case filemode.Symlink:
+			t.entries[p] = treeEntry{kind: manifests.Symlink, hash: e.Hash}
+		case filemode.Submodule:
+			t.entries[p] = treeEntry{kind: manifests.Submodule, hash: e.Hash}
+		default:
+			t.entries[p] = treeEntry{kind: manifests.RegularFile, hash: e.Hash}
+		}
+	}
+	return nil
+}
+
+func (t *tree) Entry(p string) (manifests.EntryKind, int64, bool) {
+	e, ok := t.entries[p]
+	if !ok {
+		return 0, 0, false
+	}
+	if e.kind != manifests.RegularFile {
+		return e.kind, 0, true
+	}
+	o, err := t.repo.Storer.EncodedObject(plumbing.BlobObject, e.hash)
+	if err != nil {
+		return e.kind, 0, true // Read reports the error
+	}
+	return e.kind, o.Size(), true
+}
+
+func (t *tree) Read(p string) ([]byte, error) {
+	e, ok := t.entries[p]
+	if !ok || e.kind != manifests.RegularFile {
+		return nil, fmt.Errorf("%s is not a file of the branch", p)
+	}
+	o, err := t.repo.Storer.EncodedObject(plumbing.BlobObject, e.hash)
 	if err != nil {
 		return nil, err
 	}
-	out := map[string][]byte{}
-	total := 0
-	err = tree.Files().ForEach(func(f *object.File) error {
-		if len(out) >= MaxFiles {
-			return fmt.Errorf("the branch has more than %d files", MaxFiles)
-		}
-		if f.Size > MaxFileBytes {
-			return fmt.Errorf("file %s is larger than %d bytes", f.Name, MaxFileBytes)
-		}
-		if total += int(f.Size); total > MaxTreeBytes {
-			return fmt.Errorf("the branch holds more than %d bytes", MaxTreeBytes)
-		}
-		rd, err := f.Reader()
-		if err != nil {
-			return err
-		}
-		defer func() { _ = rd.Close() }()
-		b, err := io.ReadAll(rd)
-		if err != nil {
-			return err
-		}
-		out[f.Name] = b
-		return nil
-	})
-	return out, err
+	if o.Size() > MaxObjectBytes {
+		return nil, &manifests.InvalidError{Reason: manifests.ReasonLimitExceeded, Message: fmt.Sprintf("file %s is %d bytes; at most %d", p, o.Size(), MaxObjectBytes)}
+	}
+	rd, err := o.Reader()
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = rd.Close() }()
+	return io.ReadAll(io.LimitReader(rd, MaxObjectBytes))
 }
 
 // VerificationError is a commit that must not be applied.
 type VerificationError struct{ Message string }
 
 func (e *VerificationError) Error() string { return e.Message }
-
-func wrap(err error, url string) error {
-	msg := err.Error()
-	if clean := gitstore.RedactURL(url); clean != url {
-		msg = strings.ReplaceAll(msg, url, clean)
-	}
-	if errors.Is(err, transport.ErrAuthenticationRequired) || errors.Is(err, transport.ErrAuthorizationFailed) {
-		return fmt.Errorf("git server refused the credentials (check the CellSync secretRef): %s", msg)
-	}
-	return fmt.Errorf("git: %s", msg)
-}
 
 func short(commit string) string {
 	if len(commit) > 12 {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/fluxcd/pkg/apis/meta"
 	"github.com/fluxcd/pkg/runtime/patch"
 	"github.com/go-git/go-git/v5/plumbing/transport"
@@ -21,6 +22,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
@@ -28,8 +30,8 @@ import (
 	"github.com/cellsync/cellsync/agent/manifests"
 	"github.com/cellsync/cellsync/agent/source"
 	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
+	"github.com/cellsync/cellsync/controllers/gitauth"
 	"github.com/cellsync/cellsync/controllers/outcome"
-	"github.com/cellsync/cellsync/hub/gitstore"
 )
 
 // Finalizer lets the agent prune what it applied before a CellSync goes.
@@ -50,9 +52,20 @@ type CellSyncReconciler struct {
 	Version string
 	// HealthPoll is how often health is polled while waiting (default 500ms).
 	HealthPoll time.Duration
+	// Namespace is the only namespace whose CellSyncs the agent serves: a CellSync anywhere
+	// else (one a branch smuggled in, say) is never read.
+	Namespace string
+	// DefaultServiceAccount is impersonated for CellSyncs that name none.
+	DefaultServiceAccount string
+	// Workers is how many CellSyncs sync at once, so one slow or hostile cell does not hold
+	// up the others.
+	Workers int
+	// CommitDeadline bounds fetching, reading and applying one commit.
+	CommitDeadline time.Duration
 
-	mu    sync.Mutex
-	state map[types.NamespacedName]*syncState
+	mu      sync.Mutex
+	state   map[types.NamespacedName]*syncState
+	engines map[string]*apply.Engine
 }
 
 // syncState is what the agent remembers between reconciles of one CellSync. Losing it (a
@@ -69,6 +82,11 @@ type syncState struct {
 	reportAt   time.Time
 	objects    []*unstructured.Unstructured
 	health     []apply.Health
+	// refused is the last commit refused for what it holds, with why: it is not fetched or
+	// read again until the branch moves or the spec changes.
+	refused    string
+	refusedFor string
+	refusal    *outcome.Outcome
 }
 
 // +kubebuilder:rbac:groups=agent.cellsync.io,resources=cellsyncs,verbs=get;list;watch;update;patch
@@ -76,10 +94,12 @@ type syncState struct {
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 // +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=impersonate
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups=*,resources=*,verbs=get;list;watch;create;update;patch;delete
 
 // Reconcile runs one CellSync.
 func (r *CellSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	if req.Namespace != r.Namespace {
+		return ctrl.Result{}, nil // served by no one: the agent's scope is its own namespace
+	}
 	cs := &agentv1alpha1.CellSync{}
 	if err := r.Get(ctx, req.NamespacedName, cs); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -112,7 +132,7 @@ func (r *CellSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	var err error
 	auth, err = r.auth(ctx, cs)
 	if err != nil {
-		out = outcome.Outcome{Kind: outcome.Retrying, Reason: agentv1alpha1.ReasonGitOperationFailed, Message: err.Error()}
+		out = gitOutcome(err, "")
 		return ctrl.Result{RequeueAfter: outcome.Jitter(cs.IntervalOrDefault())}, nil
 	}
 	out = r.sync(ctx, cs, st, auth)
@@ -124,9 +144,12 @@ func (r *CellSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 func (r *CellSyncReconciler) sync(ctx context.Context, cs *agentv1alpha1.CellSync, st *syncState, auth transport.AuthMethod) outcome.Outcome {
 	repo, err := r.repoFor(cs, st)
 	if err != nil {
-		return outcome.Outcome{Kind: outcome.Stalled, Reason: agentv1alpha1.ReasonGitOperationFailed, Message: err.Error()}
+		return gitOutcome(err, "")
 	}
-	head, problem := r.fetchHead(ctx, cs, repo, auth)
+	trigger := fmt.Sprintf("%d/%s", cs.Generation, cs.Status.LastHandledReconcileAt)
+	ctx, cancel := context.WithTimeout(ctx, r.commitDeadline())
+	defer cancel()
+	head, problem := r.fetchHead(ctx, cs, st, repo, auth, trigger)
 	target := head
 	if problem != nil {
 		target = commitOf(cs.Status.LastAppliedRevision)
@@ -135,38 +158,54 @@ func (r *CellSyncReconciler) sync(ctx context.Context, cs *agentv1alpha1.CellSyn
 		}
 		problem.Message += fmt.Sprintf("; keeping commit %s applied", short(target))
 	}
-	trigger := fmt.Sprintf("%d/%s", cs.Generation, cs.Status.LastHandledReconcileAt)
 	due := target != st.applied || trigger != st.appliedFor || time.Since(st.appliedAt) >= cs.IntervalOrDefault()
 	if !due {
 		// A heartbeat-only wake-up: no re-apply, just a fresh look at health.
-		st.health = r.health(ctx, st.objects, 0)
+		st.health = r.health(ctx, cs, st.objects, 0)
 		return worst(problem, healthOutcome(cs, st.health, target))
 	}
 	objs, o := r.load(cs, repo, target)
-	if o != nil {
-		return *o
+	if o == nil {
+		o = r.apply(ctx, cs, objs)
 	}
-	if o := r.apply(ctx, cs, objs); o != nil {
-		return *o
+	if o != nil {
+		if o.Kind == outcome.Stalled {
+			st.refused, st.refusedFor, st.refusal = target, trigger, o
+		}
+		return r.keepLastGood(ctx, cs, st, *o)
 	}
 	cs.Status.LastAppliedRevision = revision(cs.BranchName(), target)
 	st.applied, st.appliedAt, st.appliedFor, st.objects = target, time.Now(), trigger, objs
-	st.health = r.health(ctx, objs, cs.TimeoutOrDefault())
+	st.refused, st.refusal = "", nil
+	st.health = r.health(ctx, cs, objs, cs.TimeoutOrDefault())
 	return worst(problem, healthOutcome(cs, st.health, target))
 }
 
-// fetchHead finds the branch head and brings it to disk, verified; a problem says why not.
-func (r *CellSyncReconciler) fetchHead(ctx context.Context, cs *agentv1alpha1.CellSync, repo *source.Repo, auth transport.AuthMethod) (string, *outcome.Outcome) {
+// fetchHead finds the branch head and brings it to disk, verified; a problem says why not. A head
+// refused before for what it holds is not fetched or read again.
+func (r *CellSyncReconciler) fetchHead(ctx context.Context, cs *agentv1alpha1.CellSync, st *syncState, repo *source.Repo, auth transport.AuthMethod, trigger string) (string, *outcome.Outcome) {
 	head, err := repo.Head(ctx, auth)
 	if err != nil {
-		return "", &outcome.Outcome{Kind: outcome.Retrying, Reason: agentv1alpha1.ReasonGitOperationFailed, Message: "Failed to list the remote: " + err.Error()}
+		o := gitOutcome(err, "Failed to list the remote: ")
+		return "", &o
 	}
 	if head == "" {
 		return "", &outcome.Outcome{Kind: outcome.Waiting, Reason: agentv1alpha1.ReasonGitOperationFailed, Message: fmt.Sprintf("Branch %s does not exist yet", cs.BranchName())}
 	}
 	cs.Status.LastAttemptedRevision = revision(cs.BranchName(), head)
+	if head == st.refused && trigger == st.refusedFor && st.refusal != nil {
+		o := *st.refusal
+		return "", &o
+	}
 	if err := repo.Fetch(ctx, auth, head); err != nil {
-		return "", &outcome.Outcome{Kind: outcome.Retrying, Reason: agentv1alpha1.ReasonGitOperationFailed, Message: "Failed to fetch: " + err.Error()}
+		var limit *source.LimitError
+		if errors.As(err, &limit) {
+			o := outcome.Outcome{Kind: outcome.Stalled, Reason: agentv1alpha1.ReasonLimitExceeded, Message: fmt.Sprintf("Commit %s refused: %s", short(head), limit.Message)}
+			st.refused, st.refusedFor, st.refusal = head, trigger, &o
+			return "", &o
+		}
+		o := gitOutcome(err, "Failed to fetch: ")
+		return "", &o
 	}
 	if cs.Spec.Verify != nil {
 		keys, err := r.trustedKeys(ctx, cs)
@@ -180,24 +219,52 @@ func (r *CellSyncReconciler) fetchHead(ctx context.Context, cs *agentv1alpha1.Ce
 	return head, nil
 }
 
+// keepLastGood says that a commit was refused, and that the last good one stays applied.
+func (r *CellSyncReconciler) keepLastGood(ctx context.Context, cs *agentv1alpha1.CellSync, st *syncState, o outcome.Outcome) outcome.Outcome {
+	if st.applied != "" {
+		o.Message += fmt.Sprintf("; commit %s stays applied", short(st.applied))
+		st.health = r.health(ctx, cs, st.objects, 0)
+	}
+	return o
+}
+
+// gitOutcome sorts a Git error: refused credentials or host keys need a person (Stalled, with
+// the reason the hub uses too); anything else is retried.
+func gitOutcome(err error, prefix string) outcome.Outcome {
+	var (
+		auth *gitauth.AuthError
+		cfg  *gitauth.ConfigError
+	)
+	switch {
+	case errors.As(err, &auth):
+		return outcome.Outcome{Kind: outcome.Stalled, Reason: agentv1alpha1.ReasonGitAuthFailed, Message: prefix + auth.Error()}
+	case errors.As(err, &cfg):
+		return outcome.Outcome{Kind: outcome.Stalled, Reason: agentv1alpha1.ReasonGitOperationFailed, Message: prefix + cfg.Error()}
+	default:
+		return outcome.Outcome{Kind: outcome.Retrying, Reason: agentv1alpha1.ReasonGitOperationFailed, Message: prefix + err.Error()}
+	}
+}
+
 // load reads the commit's objects and applies the cell's policy to them.
 func (r *CellSyncReconciler) load(cs *agentv1alpha1.CellSync, repo *source.Repo, commit string) ([]*unstructured.Unstructured, *outcome.Outcome) {
-	files, err := repo.Files(commit)
-	if err != nil {
-		return nil, &outcome.Outcome{Kind: outcome.Stalled, Reason: meta.BuildFailedReason, Message: fmt.Sprintf("Cannot read commit %s: %v", short(commit), err)}
-	}
-	objs, err := manifests.Build(files)
+	tree, err := repo.Tree(commit)
+	var objs []*unstructured.Unstructured
 	if err == nil {
+		objs, err = manifests.Load(tree)
+	}
+	if err == nil {
+		p := cs.Spec.Policy
 		err = manifests.Check(objs, manifests.Policy{
-			Namespaces: cs.Spec.Policy.Namespaces, AllowedKinds: cs.Spec.Policy.AllowedKinds, AllowClusterScoped: cs.Spec.Policy.AllowClusterScoped,
+			Namespaces: p.Namespaces, AllowedKinds: p.AllowedKinds, AllowClusterScoped: p.AllowClusterScoped,
+			AllowRBAC: p.AllowRBAC, PodSecurity: p.PodSecurity,
 		}, manifests.ScopeFromMapper(r.RESTMapper()))
 	}
 	var inv *manifests.InvalidError
 	if errors.As(err, &inv) {
-		return nil, &outcome.Outcome{Kind: outcome.Stalled, Reason: inv.Reason, Message: fmt.Sprintf("Commit %s: %s", short(commit), inv.Message)}
+		return nil, &outcome.Outcome{Kind: outcome.Stalled, Reason: inv.Reason, Message: fmt.Sprintf("Commit %s refused: %s", short(commit), inv.Message)}
 	}
 	if err != nil {
-		return nil, &outcome.Outcome{Kind: outcome.Retrying, Reason: meta.BuildFailedReason, Message: err.Error()}
+		return nil, &outcome.Outcome{Kind: outcome.Retrying, Reason: agentv1alpha1.ReasonInvalidBranch, Message: fmt.Sprintf("Cannot read commit %s: %v", short(commit), err)}
 	}
 	return objs, nil
 }
@@ -229,12 +296,24 @@ func (r *CellSyncReconciler) apply(ctx context.Context, cs *agentv1alpha1.CellSy
 	return nil
 }
 
-func (r *CellSyncReconciler) health(ctx context.Context, objs []*unstructured.Unstructured, timeout time.Duration) []apply.Health {
+// health reads the applied objects' health as the CellSync's ServiceAccount.
+func (r *CellSyncReconciler) health(ctx context.Context, cs *agentv1alpha1.CellSync, objs []*unstructured.Unstructured, timeout time.Duration) []apply.Health {
 	poll := r.HealthPoll
 	if poll <= 0 {
 		poll = 500 * time.Millisecond
 	}
-	return apply.WaitForHealth(ctx, r.Client, objs, timeout, poll)
+	engine, err := r.engine(cs)
+	if err != nil {
+		return nil
+	}
+	return apply.WaitForHealth(ctx, engine.Client(), objs, timeout, poll)
+}
+
+func (r *CellSyncReconciler) commitDeadline() time.Duration {
+	if r.CommitDeadline <= 0 {
+		return 5 * time.Minute
+	}
+	return r.CommitDeadline
 }
 
 // finalize prunes what the CellSync applied (when prune is on) and lets it go.
@@ -290,7 +369,7 @@ func (r *CellSyncReconciler) auth(ctx context.Context, cs *agentv1alpha1.CellSyn
 	if err := r.Get(ctx, client.ObjectKey{Namespace: cs.Namespace, Name: cs.Spec.SecretRef.Name}, s); err != nil {
 		return nil, fmt.Errorf("failed to read the Git credentials Secret %q: %w", cs.Spec.SecretRef.Name, err)
 	}
-	return gitstore.AuthFromSecret(s, cs.Spec.URL)
+	return gitauth.AuthFromSecret(s, cs.Spec.URL)
 }
 
 func (r *CellSyncReconciler) trustedKeys(ctx context.Context, cs *agentv1alpha1.CellSync) ([]string, error) {
@@ -308,24 +387,49 @@ func (r *CellSyncReconciler) trustedKeys(ctx context.Context, cs *agentv1alpha1.
 	return keys, nil
 }
 
-// engine applies as the agent, or as spec.serviceAccountName when set.
+// engine applies as spec.serviceAccountName, or the agent's default ServiceAccount: never with
+// the agent's own identity. Engines are kept per ServiceAccount, so their connections are reused.
 func (r *CellSyncReconciler) engine(cs *agentv1alpha1.CellSync) (*apply.Engine, error) {
-	if cs.Spec.ServiceAccountName == "" {
-		return apply.New(r.Client), nil
+	sa := cs.Spec.ServiceAccountName
+	if sa == "" {
+		sa = r.DefaultServiceAccount
+	}
+	if sa == "" {
+		return nil, fmt.Errorf("the CellSync names no serviceAccountName and the agent has no --default-service-account")
+	}
+	user := fmt.Sprintf("system:serviceaccount:%s:%s", cs.Namespace, sa)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e, ok := r.engines[user]; ok {
+		return e, nil
 	}
 	cfg := rest.CopyConfig(r.Config)
-	cfg.Impersonate = rest.ImpersonationConfig{UserName: fmt.Sprintf("system:serviceaccount:%s:%s", cs.Namespace, cs.Spec.ServiceAccountName)}
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
 	c, err := client.New(cfg, client.Options{Scheme: r.Scheme(), Mapper: r.RESTMapper()})
 	if err != nil {
-		return nil, fmt.Errorf("failed to impersonate %s: %w", cfg.Impersonate.UserName, err)
+		return nil, fmt.Errorf("failed to impersonate %s: %w", user, err)
 	}
-	return apply.New(c), nil
+	if r.engines == nil {
+		r.engines = map[string]*apply.Engine{}
+	}
+	e := apply.New(c)
+	r.engines[user] = e
+	return e, nil
 }
 
 // SetupWithManager registers the reconciler.
 func (r *CellSyncReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Namespace == "" {
+		return fmt.Errorf("the agent needs the namespace whose CellSyncs it serves")
+	}
+	inScope := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetNamespace() == r.Namespace })
+	workers := r.Workers
+	if workers <= 0 {
+		workers = 4
+	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&agentv1alpha1.CellSync{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		For(&agentv1alpha1.CellSync{}, builder.WithPredicates(inScope, predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Named("cellsync").
 		Complete(r)
 }
@@ -344,4 +448,16 @@ func short(commit string) string {
 		return commit[:12]
 	}
 	return commit
+}
+
+// reportSigner reads the cell's report-signing key, when the CellSync names one.
+func (r *CellSyncReconciler) reportSigner(ctx context.Context, cs *agentv1alpha1.CellSync) (*openpgp.Entity, error) {
+	if cs.Spec.ReportSigning == nil {
+		return nil, nil
+	}
+	s := &corev1.Secret{}
+	if err := r.Get(ctx, client.ObjectKey{Namespace: cs.Namespace, Name: cs.Spec.ReportSigning.SecretRef.Name}, s); err != nil {
+		return nil, fmt.Errorf("failed to read the report signing Secret %q: %w", cs.Spec.ReportSigning.SecretRef.Name, err)
+	}
+	return gitauth.SignerFromSecret(s)
 }

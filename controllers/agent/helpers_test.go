@@ -96,9 +96,14 @@ func rawFiles(files map[string]string) gitstore.EditFunc {
 	}
 }
 
+// newNamespace makes a cell namespace and binds the shipped applier role in it for the default
+// ServiceAccount of every agent namespace seeded so far.
 func newNamespace(t *testing.T, name string) {
 	t.Helper()
 	NewWithT(t).Expect(k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})).To(Succeed())
+	for _, ns := range seeded {
+		NewWithT(t).Expect(testenv.GrantApplier(context.Background(), member.Config, ns, name)).To(Succeed())
+	}
 }
 
 func newCellSync(ns, name, cell string, namespaces []string, mut ...func(*agentv1alpha1.CellSync)) *agentv1alpha1.CellSync {

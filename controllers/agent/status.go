@@ -11,6 +11,7 @@ import (
 	"github.com/fluxcd/pkg/apis/meta"
 	"github.com/fluxcd/pkg/runtime/conditions"
 	"github.com/go-git/go-git/v5/plumbing/transport"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/yaml"
@@ -64,6 +65,9 @@ func (r *CellSyncReconciler) report(ctx context.Context, cs *agentv1alpha1.CellS
 		return
 	}
 	rep := buildReport(cs, st.health, r.Version)
+	if st.refusal != nil {
+		rep.Refusal = &agentv1alpha1.Refusal{Commit: st.refused, Reason: st.refusal.Reason, Message: st.refusal.Message}
+	}
 	body, err := yaml.Marshal(rep)
 	if err != nil {
 		return
@@ -74,9 +78,16 @@ func (r *CellSyncReconciler) report(ctx context.Context, cs *agentv1alpha1.CellS
 	if hash == st.reportHash && now.Sub(st.reportAt) < cs.HeartbeatOrDefault() {
 		return
 	}
+	signer, err := r.reportSigner(ctx, cs)
+	if err != nil {
+		// An unsigned report would be ignored by a hub that expects signatures: say so instead.
+		ctrl.LoggerFrom(ctx).Info("Not pushing the status report: the signing key cannot be read", "error", err.Error())
+		r.Recorder.Eventf(cs, corev1.EventTypeWarning, agentv1alpha1.ReasonReportKeyInvalid, "Status report not pushed: %s", err)
+		return
+	}
 	rep.HeartbeatTime = metav1.NewTime(now.UTC().Truncate(time.Second))
 	body, _ = yaml.Marshal(rep)
-	if _, err := st.repo.PushReport(ctx, auth, cs.StatusBranch(), agentv1alpha1.StatusReportFile, body, now); err != nil {
+	if _, err := st.repo.PushReport(ctx, auth, cs.StatusBranch(), agentv1alpha1.StatusReportFile, body, now, signer); err != nil {
 		ctrl.LoggerFrom(ctx).Info("Failed to push the status report; retrying on the next wake-up", "error", err.Error())
 		return
 	}

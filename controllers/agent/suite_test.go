@@ -13,8 +13,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/cellsync/cellsync/controllers/gitauth"
 	"github.com/cellsync/cellsync/agent/manager"
-	"github.com/cellsync/cellsync/hub/gitstore"
 	"github.com/cellsync/cellsync/test/testenv"
 )
 
@@ -30,6 +30,8 @@ var (
 	k8s       client.Client
 	gitServer *testenv.GitServer
 	repoURL   string
+	// seeded are the agent namespaces made so far; cell namespaces grant their applier.
+	seeded []string
 )
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
@@ -81,9 +83,13 @@ func seed(ns string) error {
 	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 		return err
 	}
+	seeded = append(seeded, ns)
+	if err := testenv.GrantApplier(ctx, member.Config, ns); err != nil {
+		return err
+	}
 	return k8s.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "git", Namespace: ns},
-		Data:       map[string][]byte{gitstore.SecretUsername: []byte(gitUser), gitstore.SecretPassword: []byte(gitPassword)},
+		Data:       map[string][]byte{gitauth.SecretUsername: []byte(gitUser), gitauth.SecretPassword: []byte(gitPassword)},
 	})
 }
 

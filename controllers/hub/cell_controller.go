@@ -7,6 +7,7 @@ import (
 
 	"github.com/fluxcd/pkg/runtime/conditions"
 	"github.com/fluxcd/pkg/runtime/patch"
+	corev1 "k8s.io/api/core/v1"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/tools/record"
@@ -47,7 +48,7 @@ func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (resul
 	patcher := patch.NewSerialPatcher(cell, r.Client)
 	var out outcome.Outcome
 	defer func() {
-		if err := outcome.Finish(ctx, patcher, cell, out, r.Recorder, FieldManager, hubv1alpha1.StaleCondition); err != nil {
+		if err := outcome.Finish(ctx, patcher, cell, out, r.Recorder, FieldManager, hubv1alpha1.StaleCondition, hubv1alpha1.ReportTrustedCondition); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
 	}()
@@ -64,6 +65,7 @@ func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (resul
 	entry, ok := r.Reports.Get(cell.Name)
 	view := intake.View(entry, ok, time.Now(), r.StaleAfter)
 	out = cellHealth(cell, view)
+	r.reportTrust(cell, view)
 	if view.HasReport && !view.Stale {
 		// Look again when the heartbeat would turn stale.
 		return ctrl.Result{RequeueAfter: time.Until(view.StaleAt) + time.Second}, nil
@@ -91,6 +93,23 @@ func cellHealth(cell *hubv1alpha1.Cell, v intake.CellView) outcome.Outcome {
 	default:
 		conditions.MarkFalse(cell, hubv1alpha1.StaleCondition, hubv1alpha1.ReasonHeartbeat, "Heartbeat is fresh")
 		return outcome.Outcome{Kind: outcome.Succeeded, Reason: hubv1alpha1.ReasonAgentReady, Message: v.Message}
+	}
+}
+
+// reportTrust says whether the cell's reports are signed as its spec.reportKeys demand; an
+// untrusted report is ignored by the intake and named here, with a Warning event when it is new.
+func (r *CellReconciler) reportTrust(cell *hubv1alpha1.Cell, v intake.CellView) {
+	rej, rejected := r.Reports.Rejected(cell.Name)
+	switch {
+	case rejected:
+		if c := conditions.Get(cell, hubv1alpha1.ReportTrustedCondition); c == nil || c.Message != rej.Message {
+			r.Recorder.Eventf(cell, corev1.EventTypeWarning, rej.Reason, "%s", rej.Message)
+		}
+		conditions.MarkFalse(cell, hubv1alpha1.ReportTrustedCondition, rej.Reason, "%s", rej.Message)
+	case len(cell.Spec.ReportKeys) > 0 && v.HasReport:
+		conditions.MarkTrue(cell, hubv1alpha1.ReportTrustedCondition, hubv1alpha1.ReasonReportVerified, "Reports are signed by a key in spec.reportKeys")
+	default:
+		conditions.Delete(cell, hubv1alpha1.ReportTrustedCondition)
 	}
 }
 

@@ -15,10 +15,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/cellsync/cellsync/controllers/gitauth"
 	"github.com/cellsync/cellsync/agent/manager"
 	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
-	"github.com/cellsync/cellsync/hub/gitstore"
 	"github.com/cellsync/cellsync/test/testenv"
 )
 
@@ -38,7 +38,7 @@ func TestHubSeesAgentReports(t *testing.T) {
 		g.Expect(mc.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
 	}
 	g.Expect(mc.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "git", Namespace: "cellsync-system"},
-		Data: map[string][]byte{gitstore.SecretUsername: []byte(gitUser), gitstore.SecretPassword: []byte(gitPassword)}})).To(Succeed())
+		Data: map[string][]byte{gitauth.SecretUsername: []byte(gitUser), gitauth.SecretPassword: []byte(gitPassword)}})).To(Succeed())
 
 	newNamespace(t, "intake", "")
 	cell := newCell(t, "s-1", "member-s", nil)

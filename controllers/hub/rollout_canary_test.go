@@ -114,7 +114,7 @@ func (c *cells) push(app *hubv1alpha1.ServerlessApp, r cellReport) error {
 			return err
 		}
 		_, err = c.repo.PushReport(context.Background(), &githttp.BasicAuth{Username: gitUser, Password: gitPassword},
-			agentv1alpha1.StatusRefPrefix+r.cell, agentv1alpha1.StatusReportFile, b, time.Now())
+			agentv1alpha1.StatusRefPrefix+r.cell, agentv1alpha1.StatusReportFile, b, time.Now(), nil)
 		return err
 	}
 }

@@ -18,7 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"github.com/cellsync/cellsync/hub/gitstore"
+	"github.com/cellsync/cellsync/controllers/gitauth"
 	"github.com/cellsync/cellsync/hub/manager"
 	"github.com/cellsync/cellsync/test/testenv"
 )
@@ -143,13 +143,13 @@ func seedHubNamespace(c client.Client) error {
 	_ = w.Close()
 	return c.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "signing-key", Namespace: hubNamespace},
-		Data:       map[string][]byte{gitstore.SecretSigningKey: priv.Bytes()},
+		Data:       map[string][]byte{gitauth.SecretSigningKey: priv.Bytes()},
 	})
 }
 
 func gitSecret(password string) *corev1.Secret {
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "git-credentials", Namespace: hubNamespace},
-		Data:       map[string][]byte{gitstore.SecretUsername: []byte(gitUser), gitstore.SecretPassword: []byte(password)},
+		Data:       map[string][]byte{gitauth.SecretUsername: []byte(gitUser), gitauth.SecretPassword: []byte(password)},
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"sort"
 
+	"github.com/cellsync/cellsync/controllers/gitauth"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp"
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp/capability"
@@ -46,7 +47,7 @@ func (e errStale) Error() string {
 func (s *Store) push(ctx context.Context, auth transport.AuthMethod, cmds []*packp.Command) error {
 	ep, err := transport.NewEndpoint(s.opts.URL)
 	if err != nil {
-		return &ConfigError{Err: fmt.Errorf("invalid git URL %q: %w", RedactURL(s.opts.URL), err)}
+		return &ConfigError{Err: fmt.Errorf("invalid git URL %q: %w", gitauth.RedactURL(s.opts.URL), err)}
 	}
 	cl, err := client.NewClient(ep)
 	if err != nil {

@@ -1,7 +1,6 @@
 package gitstore
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/cellsync/cellsync/controllers/gitauth"
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
@@ -111,7 +111,7 @@ func (s *Store) reset() error {
 	}
 	remote, err := repo.CreateRemote(&config.RemoteConfig{Name: remoteName, URLs: []string{s.opts.URL}})
 	if err != nil {
-		return &ConfigError{Err: fmt.Errorf("invalid git URL %q: %w", RedactURL(s.opts.URL), err)}
+		return &ConfigError{Err: fmt.Errorf("invalid git URL %q: %w", gitauth.RedactURL(s.opts.URL), err)}
 	}
 	s.storage, s.repo, s.remote = storage, repo, remote
 	s.objects = &recorder{EncodedObjectStorer: repo.Storer, unpushed: map[plumbing.Hash]struct{}{}}
@@ -393,6 +393,16 @@ func (s *Store) Heads(ctx context.Context) (map[string]string, error) {
 type BranchFile struct {
 	Commit  string
 	Content []byte
+	commit  *object.Commit
+}
+
+// VerifySignature checks that the head commit the file was read from is signed by one of the
+// armored public keys, and returns the signer's fingerprint.
+func (f BranchFile) VerifySignature(armoredKeys []string) (string, error) {
+	if f.commit == nil {
+		return "", errors.New("the commit was not read")
+	}
+	return gitauth.VerifyCommit(f.commit, armoredKeys)
 }
 
 // ReadFiles lists the remote once, fetches the branches under prefix whose head moved, and
@@ -424,7 +434,11 @@ func (s *Store) ReadFiles(ctx context.Context, prefix, file string) (map[string]
 		if err != nil {
 			return nil, err
 		}
-		out[branch] = BranchFile{Commit: head.String(), Content: b}
+		c, err := s.repo.CommitObject(head)
+		if err != nil {
+			return nil, err
+		}
+		out[branch] = BranchFile{Commit: head.String(), Content: b, commit: c}
 	}
 	return out, nil
 }
@@ -459,19 +473,9 @@ func (s *Store) commit(tree, parent plumbing.Hash, msg string, signer *openpgp.E
 		c.ParentHashes = []plumbing.Hash{parent}
 	}
 	if signer != nil {
-		unsigned := s.repo.Storer.NewEncodedObject()
-		if err := c.EncodeWithoutSignature(unsigned); err != nil {
-			return plumbing.ZeroHash, err
+		if err := gitauth.SignCommit(c, signer); err != nil {
+			return plumbing.ZeroHash, &ConfigError{Err: err}
 		}
-		r, err := unsigned.Reader()
-		if err != nil {
-			return plumbing.ZeroHash, err
-		}
-		var sigBuf bytes.Buffer
-		if err := openpgp.ArmoredDetachSign(&sigBuf, signer, r, nil); err != nil {
-			return plumbing.ZeroHash, &ConfigError{Err: fmt.Errorf("failed to sign commit: %w", err)}
-		}
-		c.PGPSignature = sigBuf.String()
 	}
 	o := s.objects.NewEncodedObject()
 	if err := c.Encode(o); err != nil {

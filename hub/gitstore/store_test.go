@@ -19,6 +19,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/cellsync/cellsync/controllers/gitauth"
 	"github.com/cellsync/cellsync/hub/gitstore"
 	"github.com/cellsync/cellsync/test/testenv"
 )
@@ -185,7 +186,7 @@ func TestApplyErrorsSayWhatToDo(t *testing.T) {
 	_, err = newStore(t, url, pass, nil).Apply(ctx, gitstore.Update{Branches: []string{"cells/a"}, Edit: edit})
 	g.Expect(err).NotTo(HaveOccurred(), "works again once the server is back")
 
-	g.Expect(gitstore.RedactURL("https://u:p@git.example.com/x.git")).To(Equal("https://git.example.com/x.git"))
+	g.Expect(gitauth.RedactURL("https://u:p@git.example.com/x.git")).To(Equal("https://git.example.com/x.git"))
 }
 
 func TestSignedCommitsVerifyWithGit(t *testing.T) {
@@ -200,7 +201,7 @@ func TestSignedCommitsVerifyWithGit(t *testing.T) {
 	w, _ := armor.Encode(&priv, openpgp.PrivateKeyType, nil)
 	g.Expect(entity.SerializePrivate(w, nil)).To(Succeed())
 	g.Expect(w.Close()).To(Succeed())
-	signer, err := gitstore.SignerFromSecret(&corev1.Secret{Data: map[string][]byte{gitstore.SecretSigningKey: priv.Bytes()}})
+	signer, err := gitauth.SignerFromSecret(&corev1.Secret{Data: map[string][]byte{gitauth.SecretSigningKey: priv.Bytes()}})
 	g.Expect(err).NotTo(HaveOccurred())
 
 	s := newStore(t, url, pass, signer)

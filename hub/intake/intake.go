@@ -5,6 +5,8 @@ package intake
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +20,7 @@ import (
 
 	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
+	"github.com/cellsync/cellsync/controllers/gitauth"
 	"github.com/cellsync/cellsync/hub/gitstore"
 )
 
@@ -28,14 +31,39 @@ type Entry struct {
 	Report agentv1alpha1.StatusReport
 }
 
+// Rejection is a report the hub would not trust: unsigned, or signed by a key the Cell does
+// not list. The cell's last trusted report stays in force.
+type Rejection struct {
+	Commit  string
+	Reason  string
+	Message string
+}
+
 // Reports is the shared, in-memory view of every cell's last report.
 type Reports struct {
-	mu     sync.RWMutex
-	byCell map[string]Entry
+	mu       sync.RWMutex
+	byCell   map[string]Entry
+	rejected map[string]Rejection
 }
 
 // NewReports returns an empty view.
-func NewReports() *Reports { return &Reports{byCell: map[string]Entry{}} }
+func NewReports() *Reports {
+	return &Reports{byCell: map[string]Entry{}, rejected: map[string]Rejection{}}
+}
+
+// Rejected returns the cell's last untrusted report, while no trusted one came after it.
+func (r *Reports) Rejected(cell string) (Rejection, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	rej, ok := r.rejected[cell]
+	return rej, ok
+}
+
+func (r *Reports) reject(cell string, rej Rejection) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rejected[cell] = rej
+}
 
 // Get returns the cell's last report.
 func (r *Reports) Get(cell string) (Entry, bool) {
@@ -51,6 +79,7 @@ func (r *Reports) Put(cell string, e Entry) (previous Entry, had bool) {
 	defer r.mu.Unlock()
 	previous, had = r.byCell[cell]
 	r.byCell[cell] = e
+	delete(r.rejected, cell)
 	return previous, had
 }
 
@@ -67,6 +96,12 @@ type Intake struct {
 	Cells    chan event.GenericEvent
 	Apps     chan event.GenericEvent
 	Rollouts chan event.GenericEvent
+	// Keys returns the armored public keys a cell's reports must be signed with (its Cell's
+	// spec.reportKeys); none means reports are taken unsigned.
+	Keys func(ctx context.Context, cell string) ([]string, error)
+
+	// checked is the status commit and keys each cell was last judged with.
+	checked map[string]string
 }
 
 // New returns an intake with buffered event channels.
@@ -101,10 +136,28 @@ func (i *Intake) Poll(ctx context.Context) {
 		log.Info("Failed to read status reports; retrying at the next poll", "error", err.Error())
 		return
 	}
+	if i.checked == nil {
+		i.checked = map[string]string{}
+	}
 	for branch, f := range files {
 		cell := strings.TrimPrefix(branch, agentv1alpha1.StatusRefPrefix)
-		if e, ok := i.Reports.Get(cell); ok && e.Commit == f.Commit {
+		keys, err := i.keys(ctx, cell)
+		if err != nil {
+			log.Info("Failed to read the cell's report keys; retrying at the next poll", "cell", cell, "error", err.Error())
 			continue
+		}
+		judged := f.Commit + "/" + strings.Join(keys, "\x00")
+		if i.checked[cell] == judged {
+			continue
+		}
+		i.checked[cell] = judged
+		if len(keys) > 0 {
+			if _, err := f.VerifySignature(keys); err != nil {
+				i.Reports.reject(cell, rejection(f.Commit, err))
+				log.Info("Ignoring an untrusted status report", "ref", branch, "error", err.Error())
+				i.Cells <- event.GenericEvent{Object: &hubv1alpha1.Cell{ObjectMeta: metav1.ObjectMeta{Name: cell}}}
+				continue
+			}
 		}
 		var rep agentv1alpha1.StatusReport
 		if err := yaml.Unmarshal(f.Content, &rep); err != nil || rep.Kind != agentv1alpha1.StatusReportKind {
@@ -125,6 +178,29 @@ func (i *Intake) Poll(ctx context.Context) {
 			i.Rollouts <- event.GenericEvent{Object: &hubv1alpha1.Rollout{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
 		}
 	}
+}
+
+func (i *Intake) keys(ctx context.Context, cell string) ([]string, error) {
+	if i.Keys == nil {
+		return nil, nil
+	}
+	return i.Keys(ctx, cell)
+}
+
+func rejection(commit string, err error) Rejection {
+	if errors.Is(err, gitauth.ErrUnsigned) {
+		return Rejection{Commit: commit, Reason: hubv1alpha1.ReasonUnsignedReport,
+			Message: fmt.Sprintf("Report %s on the status ref is not signed, and the Cell lists reportKeys; it was ignored", short(commit))}
+	}
+	return Rejection{Commit: commit, Reason: hubv1alpha1.ReasonUntrustedReport,
+		Message: fmt.Sprintf("Report %s on the status ref is not signed by a key in spec.reportKeys; it was ignored", short(commit))}
+}
+
+func short(commit string) string {
+	if len(commit) > 12 {
+		return commit[:12]
+	}
+	return commit
 }
 
 // heartbeatOnly reports whether next only renews prev's heartbeat, and prev was fresh when next

@@ -71,7 +71,7 @@ func TestPollWakesAppsOnlyForNews(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := repo.PushReport(ctx, auth, agentv1alpha1.StatusRefPrefix+"c1", agentv1alpha1.StatusReportFile, b, heartbeat); err != nil {
+		if _, err := repo.PushReport(ctx, auth, agentv1alpha1.StatusRefPrefix+"c1", agentv1alpha1.StatusReportFile, b, heartbeat, nil); err != nil {
 			t.Fatal(err)
 		}
 		in.Poll(ctx)

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
+	"github.com/cellsync/cellsync/controllers/gitauth"
 	hubcontrollers "github.com/cellsync/cellsync/controllers/hub"
 	"github.com/cellsync/cellsync/hub/gitstore"
 	"github.com/cellsync/cellsync/hub/intake"
@@ -83,6 +84,13 @@ func Setup(mgr ctrl.Manager, cfg Config) (*gitstore.Store, error) {
 	reports := intake.NewReports()
 	in := intake.New(store, reports, cfg.StatusInterval)
 	in.StaleAfter = cfg.StaleAfter
+	in.Keys = func(ctx context.Context, cell string) ([]string, error) {
+		c := &hubv1alpha1.Cell{}
+		if err := mgr.GetClient().Get(ctx, client.ObjectKey{Name: cell}, c); err != nil {
+			return nil, client.IgnoreNotFound(err)
+		}
+		return c.Spec.ReportKeys, nil
+	}
 	if err := mgr.Add(in); err != nil {
 		return nil, err
 	}
@@ -125,7 +133,7 @@ func credentials(ctx context.Context, r client.Reader, cfg Config) (transport.Au
 		if err := r.Get(ctx, client.ObjectKey{Namespace: cfg.Namespace, Name: cfg.GitSecret}, s); err != nil {
 			return nil, nil, fmt.Errorf("failed to read Git credentials Secret %s/%s: %w", cfg.Namespace, cfg.GitSecret, err)
 		}
-		a, err := gitstore.AuthFromSecret(s, cfg.GitURL)
+		a, err := gitauth.AuthFromSecret(s, cfg.GitURL)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -137,7 +145,7 @@ func credentials(ctx context.Context, r client.Reader, cfg Config) (transport.Au
 		if err := r.Get(ctx, client.ObjectKey{Namespace: cfg.Namespace, Name: cfg.SigningSecret}, s); err != nil {
 			return nil, nil, fmt.Errorf("failed to read signing key Secret %s/%s: %w", cfg.Namespace, cfg.SigningSecret, err)
 		}
-		e, err := gitstore.SignerFromSecret(s)
+		e, err := gitauth.SignerFromSecret(s)
 		if err != nil {
 			return nil, nil, err
 		}

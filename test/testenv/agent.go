@@ -38,7 +38,7 @@ func StartAgent(cfg *rest.Config, namespace, dataDir string) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := manager.Setup(mgr, manager.Config{DataDir: dataDir, HealthPoll: 100 * time.Millisecond}); err != nil {
+	if err := manager.Setup(mgr, manager.Config{DataDir: dataDir, HealthPoll: 100 * time.Millisecond, Namespace: namespace}); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -27,6 +27,17 @@ type GitServer struct {
 	listener net.Listener
 	srv      *http.Server
 	counts   Requests
+	log      []string
+}
+
+// maxLog bounds the request log.
+const maxLog = 100_000
+
+// Log returns every request so far as "METHOD path?query", in order.
+func (g *GitServer) Log() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]string(nil), g.log...)
 }
 
 // Requests counts what clients asked the server, by Git operation.
@@ -49,6 +60,9 @@ func (g *GitServer) Requests() Requests {
 func (g *GitServer) count(r *http.Request) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if len(g.log) < maxLog {
+		g.log = append(g.log, r.Method+" "+r.URL.RequestURI())
+	}
 	switch {
 	case r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/info/refs") && r.URL.Query().Get("service") == "git-upload-pack":
 		g.counts.RefListings++

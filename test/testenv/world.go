@@ -20,7 +20,7 @@ import (
 	agentmanager "github.com/cellsync/cellsync/agent/manager"
 	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
-	"github.com/cellsync/cellsync/hub/gitstore"
+	"github.com/cellsync/cellsync/controllers/gitauth"
 	hubmanager "github.com/cellsync/cellsync/hub/manager"
 )
 
@@ -172,7 +172,7 @@ func (w *World) seedHub() error {
 func gitCredentials(ns string) *corev1.Secret {
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "git-credentials", Namespace: ns},
-		Data:       map[string][]byte{gitstore.SecretUsername: []byte(WorldGitUser), gitstore.SecretPassword: []byte(WorldGitPassword)},
+		Data:       map[string][]byte{gitauth.SecretUsername: []byte(WorldGitUser), gitauth.SecretPassword: []byte(WorldGitPassword)},
 	}
 }
 
@@ -246,6 +246,9 @@ func (w *World) StartMember(name, cell string) (*Member, error) {
 		return fail(err)
 	}
 	hb := w.Opts.Poll / 2
+	if err := GrantApplier(ctx, cl.Config, WorldHubNamespace, WorldCellNamespace); err != nil {
+		return fail(err)
+	}
 	if err := m.Client.Create(ctx, &agentv1alpha1.CellSync{
 		ObjectMeta: metav1.ObjectMeta{Name: cell, Namespace: WorldHubNamespace},
 		Spec: agentv1alpha1.CellSyncSpec{

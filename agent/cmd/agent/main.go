@@ -5,8 +5,10 @@ package main
 import (
 	"flag"
 	"os"
+	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -24,6 +26,10 @@ func main() {
 		pprofAddr   string
 	)
 	flag.StringVar(&cfg.DataDir, "data-dir", "/var/lib/cellsync", "Directory for the Git mirrors of the cell branches.")
+	flag.StringVar(&cfg.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "The only namespace whose CellSyncs the agent serves (default: its own, from POD_NAMESPACE).")
+	flag.StringVar(&cfg.DefaultServiceAccount, "default-service-account", manager.DefaultServiceAccount, "ServiceAccount (in the CellSync's namespace) impersonated for CellSyncs without spec.serviceAccountName.")
+	flag.IntVar(&cfg.Workers, "workers", 4, "How many CellSyncs sync at once.")
+	flag.DurationVar(&cfg.CommitDeadline, "commit-deadline", 5*time.Minute, "Deadline for fetching, reading and applying one commit.")
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the health probes.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address of the pprof endpoint; empty disables it.")
@@ -35,8 +41,12 @@ func main() {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
 
+	if cfg.Namespace == "" {
+		log.Error(nil, "The agent needs the namespace whose CellSyncs it serves: set --namespace or POD_NAMESPACE")
+		os.Exit(1)
+	}
 	if leaderNS == "" {
-		leaderNS = "cellsync-system"
+		leaderNS = cfg.Namespace
 	}
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                  manager.Scheme(),
@@ -46,6 +56,8 @@ func main() {
 		LeaderElectionID:        "agent.cellsync.io",
 		LeaderElectionNamespace: leaderNS,
 		PprofBindAddress:        pprofAddr,
+		// CellSyncs and Secrets are read from the agent's own namespace only.
+		Cache: cache.Options{DefaultNamespaces: map[string]cache.Config{cfg.Namespace: {}}},
 	})
 	if err != nil {
 		log.Error(err, "Unable to create the manager")

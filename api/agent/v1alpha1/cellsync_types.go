@@ -14,6 +14,10 @@ const (
 	ReasonPolicyViolation    = "PolicyViolation"
 	ReasonDryRunFailed       = "DryRunFailed"
 	ReasonApplyFailed        = "ApplyFailed"
+	ReasonInvalidBranch      = "InvalidBranch"
+	ReasonLimitExceeded      = "LimitExceeded"
+	ReasonGitAuthFailed      = "GitAuthenticationFailed"
+	ReasonReportKeyInvalid   = "ReportKeyInvalid"
 )
 
 // Labels and field manager the agent puts on what it applies.
@@ -77,9 +81,17 @@ type CellSyncSpec struct {
 	// +optional
 	Prune bool `json:"prune,omitempty"`
 
-	// ServiceAccountName, when set, is impersonated for every apply and prune.
+	// ServiceAccountName, in this namespace, is impersonated for every apply, prune and health
+	// read. When empty, the agent's --default-service-account is used: the agent never applies
+	// with its own identity.
 	// +optional
 	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+
+	// ReportSigning, when set, signs every status report with the OpenPGP private key in the
+	// Secret (key git.asc, optional passphrase); the hub trusts a cell's reports only when
+	// they are signed by a key in its Cell's spec.reportKeys.
+	// +optional
+	ReportSigning *ReportSigning `json:"reportSigning,omitempty"`
 
 	// Policy limits what the branch may create.
 	Policy Policy `json:"policy"`
@@ -91,21 +103,46 @@ type Verification struct {
 	SecretRef meta.LocalObjectReference `json:"secretRef"`
 }
 
-// Policy limits what a cell branch may create in this cluster.
+// ReportSigning names the Secret with the cell's report-signing key.
+type ReportSigning struct {
+	// SecretRef names a Secret in this namespace holding an armored OpenPGP private key under
+	// git.asc (and its passphrase under passphrase, if any).
+	SecretRef meta.LocalObjectReference `json:"secretRef"`
+}
+
+// Policy limits what a cell branch may create in this cluster. It belongs to the member
+// cluster's owner: nothing in a branch can widen it.
 type Policy struct {
 	// Namespaces the cell owns; every namespaced object must be in one of them.
 	// +kubebuilder:validation:MinItems=1
 	// +listType=set
 	Namespaces []string `json:"namespaces"`
 
-	// AllowedKinds, when set, is the only kinds allowed, as Kind or group/Kind.
+	// AllowedKinds, when set, is the only kinds allowed, group-qualified as kubectl writes
+	// them: Kind for the core group ("Service" is core/v1's only), Kind.group otherwise
+	// ("Service.serving.knative.dev").
 	// +optional
 	// +listType=set
+	// +kubebuilder:validation:items:Pattern=`^[A-Z][A-Za-z0-9]*(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	AllowedKinds []string `json:"allowedKinds,omitempty"`
 
 	// AllowClusterScoped lets the branch create cluster-scoped objects (refused by default).
 	// +optional
 	AllowClusterScoped bool `json:"allowClusterScoped,omitempty"`
+
+	// AllowRBAC lets the branch create Roles, RoleBindings and service-account token Secrets
+	// (and, with allowClusterScoped, ClusterRoles and ClusterRoleBindings). Refused by default.
+	// The applying ServiceAccount still needs the rights it grants.
+	// +optional
+	AllowRBAC bool `json:"allowRBAC,omitempty"`
+
+	// PodSecurity is the Pod Security Standard every Pod and pod template of the branch must
+	// meet (Deployments, StatefulSets, DaemonSets, Jobs, CronJobs, ReplicaSets, Knative
+	// Services, Configurations and Revisions), checked by the agent before anything is applied.
+	// +kubebuilder:validation:Enum=privileged;baseline;restricted
+	// +kubebuilder:default=baseline
+	// +optional
+	PodSecurity string `json:"podSecurity,omitempty"`
 }
 
 // ResourceInventory lists what the agent applied, as Flux's Kustomization does.

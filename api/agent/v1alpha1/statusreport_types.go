@@ -32,6 +32,11 @@ type StatusReport struct {
 	// +optional
 	AttemptedCommit string `json:"attemptedCommit,omitempty"`
 
+	// Refusal is the last commit the agent refused and why (policy, limits, verification), so
+	// the hub can show which cell refused what; the signed report makes it unforgeable.
+	// +optional
+	Refusal *Refusal `json:"refusal,omitempty"`
+
 	// Conditions are the CellSync's conditions.
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
@@ -78,4 +83,11 @@ type TrafficReport struct {
 	Percent      int64  `json:"percent"`
 	// +optional
 	Tag string `json:"tag,omitempty"`
+}
+
+// Refusal is a commit the agent would not apply; the last good commit stays applied.
+type Refusal struct {
+	Commit  string `json:"commit"`
+	Reason  string `json:"reason"`
+	Message string `json:"message"`
 }

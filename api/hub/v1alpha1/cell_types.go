@@ -44,6 +44,14 @@ type CellSpec struct {
 	// +kubebuilder:validation:MaxLength=200
 	// +optional
 	Branch string `json:"branch,omitempty"`
+
+	// ReportKeys are the armored OpenPGP public keys of the cell's agent. When set, the hub
+	// trusts a report on status/<cell> only when its commit is signed by one of them; any other
+	// report is ignored and shown on the Cell (ReportTrusted=False). List two keys to rotate.
+	// +kubebuilder:validation:MaxItems=4
+	// +kubebuilder:validation:items:MaxLength=16384
+	// +optional
+	ReportKeys []string `json:"reportKeys,omitempty"`
 }
 
 // CellStatus is what the hub knows of a cell.

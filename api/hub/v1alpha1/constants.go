@@ -25,6 +25,9 @@ const Finalizer = "hub.cellsync.io/finalizer"
 const (
 	// StaleCondition is True when a cell's agent has not reported within the threshold.
 	StaleCondition = "Stale"
+	// ReportTrustedCondition says whether the cell's reports are signed by a key the Cell
+	// lists (spec.reportKeys); False while the latest report on its status ref is not.
+	ReportTrustedCondition = "ReportTrusted"
 )
 
 // Reasons for conditions and events. Event reasons equal condition reasons.
@@ -49,6 +52,9 @@ const (
 	ReasonSuspended         = "Suspended"
 	ReasonDeleting          = "Deleting"
 	ReasonNoReport          = "NoReport"
+	ReasonReportVerified    = "ReportVerified"
+	ReasonUnsignedReport    = "UnsignedReport"
+	ReasonUntrustedReport   = "UntrustedReportSigner"
 	ReasonStale             = "Stale"
 	ReasonHeartbeat         = "HeartbeatFresh"
 	ReasonAgentReady        = "AgentReady"

@@ -1,4 +1,4 @@
-package gitstore
+package gitauth
 
 import (
 	"crypto/ed25519"
