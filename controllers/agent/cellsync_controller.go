@@ -89,11 +89,11 @@ type syncState struct {
 	refusal    *outcome.Outcome
 }
 
-// +kubebuilder:rbac:groups=agent.cellsync.io,resources=cellsyncs,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=agent.cellsync.io,resources=cellsyncs/status;cellsyncs/finalizers,verbs=get;update;patch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
-// +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=impersonate
-// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=agent.cellsync.io,namespace=cellsync-system,resources=cellsyncs,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=agent.cellsync.io,namespace=cellsync-system,resources=cellsyncs/status;cellsyncs/finalizers,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",namespace=cellsync-system,resources=secrets,verbs=get
+// +kubebuilder:rbac:groups="",namespace=cellsync-system,resources=serviceaccounts,verbs=impersonate
+// +kubebuilder:rbac:groups="",namespace=cellsync-system,resources=events,verbs=create;patch
 
 // Reconcile runs one CellSync.
 func (r *CellSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
@@ -176,7 +176,9 @@ func (r *CellSyncReconciler) sync(ctx context.Context, cs *agentv1alpha1.CellSyn
 	}
 	cs.Status.LastAppliedRevision = revision(cs.BranchName(), target)
 	st.applied, st.appliedAt, st.appliedFor, st.objects = target, time.Now(), trigger, objs
-	st.refused, st.refusal = "", nil
+	if problem == nil {
+		st.refused, st.refusal = "", nil // the head itself is applied; a drift repair of the last good commit is not
+	}
 	st.health = r.health(ctx, cs, objs, cs.TimeoutOrDefault())
 	return worst(problem, healthOutcome(cs, st.health, target))
 }
@@ -222,7 +224,7 @@ func (r *CellSyncReconciler) fetchHead(ctx context.Context, cs *agentv1alpha1.Ce
 // keepLastGood says that a commit was refused, and that the last good one stays applied.
 func (r *CellSyncReconciler) keepLastGood(ctx context.Context, cs *agentv1alpha1.CellSync, st *syncState, o outcome.Outcome) outcome.Outcome {
 	if st.applied != "" {
-		o.Message += fmt.Sprintf("; commit %s stays applied", short(st.applied))
+		o.Message += fmt.Sprintf("; keeping commit %s applied", short(st.applied))
 		st.health = r.health(ctx, cs, st.objects, 0)
 	}
 	return o

@@ -100,7 +100,7 @@ func TestPolicyAndDryRunRefuseWholeCommits(t *testing.T) {
 			files: map[string]string{
 				"kustomization.yaml": kustomization + "- https://github.com/example/evil//config?ref=main\n",
 			},
-			reason:  "BuildFailed",
+			reason:  agentv1alpha1.ReasonInvalidBranch,
 			message: "outside the branch",
 		},
 	}
@@ -201,5 +201,5 @@ func TestPolicyChangeAppliesAtOnce(t *testing.T) {
 	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(cs), cur)).To(Succeed())
 	cur.Spec.Policy.AllowedKinds = []string{"ConfigMap"}
 	g.Expect(k8s.Update(ctx, cur)).To(Succeed())
-	waitRefused(t, cs, head, agentv1alpha1.ReasonPolicyViolation, true, "kind serving.knative.dev/Service is not in the allowed kinds")
+	waitRefused(t, cs, head, agentv1alpha1.ReasonPolicyViolation, true, "kind Service.serving.knative.dev is not in the allowed kinds")
 }

@@ -120,6 +120,9 @@ func HostKeyCallback(knownHosts []byte) (gossh.HostKeyCallback, error) {
 		return nil, err
 	}
 	return func(hostname string, remote net.Addr, key gossh.PublicKey) error {
+		if remote == nil {
+			remote = &net.TCPAddr{IP: net.IPv4zero} // knownhosts also matches the address; none is known
+		}
 		err := check(hostname, remote, key)
 		var revoked *knownhosts.RevokedError
 		var mismatch *knownhosts.KeyError

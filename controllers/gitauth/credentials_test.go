@@ -82,3 +82,22 @@ func TestSignerFromSecretErrors(t *testing.T) {
 		t.Fatal("garbage key accepted")
 	}
 }
+
+// The hub and the agent give a refused credential the same reason; a password in a URL is
+// refused on both sides with a pointer to the Secret.
+func TestSharedReasonsAndURLs(t *testing.T) {
+	if ReasonGitAuthFailed != "GitAuthenticationFailed" {
+		t.Fatalf("the shared reason changed: %s", ReasonGitAuthFailed)
+	}
+	for _, u := range []string{"https://u:p@git.example.com/x.git", "ssh://git:pw@git.example.com/x.git"} {
+		err := CheckURL(u)
+		if err == nil || !strings.Contains(err.Error(), "secretRef") || strings.Contains(err.Error(), ":p@") || strings.Contains(err.Error(), "pw") {
+			t.Errorf("%s: want a refusal pointing at secretRef without the password, got %v", RedactURL(u), err)
+		}
+	}
+	for _, u := range []string{"https://git.example.com/x.git", "https://token@git.example.com/x.git", "git@github.com:org/repo.git"} {
+		if err := CheckURL(u); err != nil {
+			t.Errorf("%s: %v", u, err)
+		}
+	}
+}

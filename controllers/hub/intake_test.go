@@ -40,6 +40,8 @@ func TestHubSeesAgentReports(t *testing.T) {
 	g.Expect(mc.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "git", Namespace: "cellsync-system"},
 		Data: map[string][]byte{gitauth.SecretUsername: []byte(gitUser), gitauth.SecretPassword: []byte(gitPassword)}})).To(Succeed())
 
+	g.Expect(testenv.GrantApplier(ctx, member.Config, "cellsync-system", "apps")).To(Succeed())
+
 	newNamespace(t, "intake", "")
 	cell := newCell(t, "s-1", "member-s", nil)
 	app := newApp("intake", "reported", "p", "ghcr.io/acme/reported:v1")

@@ -74,6 +74,9 @@ func New(opts Options) (*Store, error) {
 	if opts.URL == "" {
 		return nil, &ConfigError{Err: errors.New("git URL is empty")}
 	}
+	if err := gitauth.CheckURL(opts.URL); err != nil {
+		return nil, &ConfigError{Err: err}
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}

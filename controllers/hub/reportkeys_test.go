@@ -1,0 +1,84 @@
+package hub_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/fluxcd/pkg/apis/meta"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	. "github.com/onsi/gomega"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/cellsync/cellsync/agent/source"
+	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
+	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
+	"github.com/cellsync/cellsync/test/testenv"
+)
+
+// A cell's status can only come from that cell: with spec.reportKeys set, a report pushed
+// with another cell's key, or unsigned, is ignored and named on the Cell; the report signed by
+// the cell's own key is taken. Reports are pushed with the agent's own PushReport.
+func TestReportsSignedByAnotherCellAreIgnored(t *testing.T) {
+	g := NewWithT(t)
+	keyA, err := testenv.NewSigningKey("cell-a")
+	g.Expect(err).NotTo(HaveOccurred())
+	keyB, err := testenv.NewSigningKey("cell-b")
+	g.Expect(err).NotTo(HaveOccurred())
+	cell := newCell(t, "signed-a", "member-a", nil)
+	cell.Spec.ReportKeys = []string{keyA.Public}
+	g.Expect(k8s.Update(context.Background(), cell)).To(Succeed())
+
+	repo, err := source.Open(t.TempDir(), repoURL, "unused")
+	g.Expect(err).NotTo(HaveOccurred())
+	push := func(message string, signer *openpgp.Entity) string {
+		rep := agentv1alpha1.StatusReport{
+			APIVersion: agentv1alpha1.GroupVersion.String(), Kind: agentv1alpha1.StatusReportKind,
+			Cell: cell.Name, AgentVersion: "test", HeartbeatTime: metav1.NewTime(time.Now().UTC().Truncate(time.Second)),
+			Conditions: []metav1.Condition{{Type: meta.ReadyCondition, Status: metav1.ConditionTrue, Reason: "ReconciliationSucceeded", Message: message}},
+		}
+		b, err := yaml.Marshal(rep)
+		g.Expect(err).NotTo(HaveOccurred())
+		commit, err := repo.PushReport(context.Background(), &githttp.BasicAuth{Username: gitUser, Password: gitPassword},
+			agentv1alpha1.StatusRefPrefix+cell.Name, agentv1alpha1.StatusReportFile, b, time.Now(), signer)
+		g.Expect(err).NotTo(HaveOccurred())
+		return commit
+	}
+	trusted := func(g Gomega, c *hubv1alpha1.Cell) *metav1.Condition {
+		cond := apimeta.FindStatusCondition(c.Status.Conditions, hubv1alpha1.ReportTrustedCondition)
+		g.Expect(cond).NotTo(BeNil())
+		return cond
+	}
+
+	forged := push("forged by cell B", keyB.Entity)
+	waitCell(t, cell, func(g Gomega, c *hubv1alpha1.Cell) {
+		cond := trusted(g, c)
+		g.Expect(cond.Status).To(Equal(metav1.ConditionFalse))
+		g.Expect(cond.Reason).To(Equal(hubv1alpha1.ReasonUntrustedReport))
+		g.Expect(cond.Message).To(ContainSubstring(forged[:12]))
+		ready := apimeta.FindStatusCondition(c.Status.Conditions, meta.ReadyCondition)
+		g.Expect(ready.Reason).To(Equal(hubv1alpha1.ReasonNoReport), "the forged report must not count")
+		g.Expect(c.Status.LastHeartbeatTime).To(BeNil())
+	})
+	expectEvent(t, cell, "Warning", hubv1alpha1.ReasonUntrustedReport)
+
+	push("signed by cell A", keyA.Entity)
+	got := waitCell(t, cell, func(g Gomega, c *hubv1alpha1.Cell) {
+		g.Expect(trusted(g, c).Status).To(Equal(metav1.ConditionTrue))
+		ready := apimeta.FindStatusCondition(c.Status.Conditions, meta.ReadyCondition)
+		g.Expect(ready.Reason).To(Equal(hubv1alpha1.ReasonAgentReady))
+	})
+	heartbeat := got.Status.LastHeartbeatTime
+
+	time.Sleep(1100 * time.Millisecond) // a later heartbeat, so a taken report would show
+	unsigned := push("unsigned", nil)
+	waitCell(t, cell, func(g Gomega, c *hubv1alpha1.Cell) {
+		cond := trusted(g, c)
+		g.Expect(cond.Reason).To(Equal(hubv1alpha1.ReasonUnsignedReport))
+		g.Expect(cond.Message).To(ContainSubstring(unsigned[:12]))
+		g.Expect(c.Status.LastHeartbeatTime.Equal(heartbeat)).To(BeTrue(), "the last trusted report stays in force")
+	})
+}
