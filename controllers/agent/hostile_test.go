@@ -205,10 +205,9 @@ func TestHostileBranches(t *testing.T) {
 	for _, line := range gitServer.Log() {
 		g.Expect(line).To(MatchRegexp(`^(GET|POST) /`+repoName+`\.git/(info/refs\?service=git-(upload|receive)-pack|git-(upload|receive)-pack)$`), "a request no agent makes")
 	}
-	// Isolation: beside a hostile commit the calm cell applies in about its normal time; the
+	// Isolation: beside a hostile commit the calm cell applies in about its normal time. The
 	// slack covers two poll intervals and a machine loaded by the Git server streaming the
-	// hostile packs, far below what one shared worker
-	// blocked on a hostile commit used to cost (minutes).
+	// hostile packs; one shared worker blocked on a hostile commit used to cost minutes.
 	g.Expect(slowest).To(BeNumerically("<", 3*normal+2*calm.Spec.Interval.Duration+10*time.Second))
 }
 

@@ -101,7 +101,7 @@ func TestPolicyAndDryRunRefuseWholeCommits(t *testing.T) {
 				"kustomization.yaml": kustomization + "- https://github.com/example/evil//config?ref=main\n",
 			},
 			reason:  agentv1alpha1.ReasonInvalidBranch,
-			message: "outside the branch",
+			message: "a remote location",
 		},
 	}
 	created := false
