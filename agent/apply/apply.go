@@ -70,12 +70,24 @@ func (e *Engine) Apply(ctx context.Context, objs []*unstructured.Unstructured, o
 	cs, err := e.manager.ApplyAllStaged(ctx, objs, opts)
 	var dry *ssaerrors.DryRunErr
 	if errors.As(err, &dry) {
-		return nil, &DryRunError{Message: "server-side dry-run refused the commit, nothing was applied: " + dry.Error()}
+		return nil, &DryRunError{Message: "server-side dry-run refused the commit, nothing was applied: " + dry.Error() + rbacHint(objs)}
 	}
 	if err != nil {
 		return cs, fmt.Errorf("apply failed: %w", err)
 	}
 	return cs, nil
+}
+
+// rbacHint explains the usual cause when a commit with RBAC objects is refused: Kubernetes lets
+// the applying ServiceAccount grant only what it holds itself (or bind/escalate), and dry-runs a
+// RoleBinding against Roles that exist, not against a Role of the same commit.
+func rbacHint(objs []*unstructured.Unstructured) string {
+	for _, u := range objs {
+		if u.GroupVersionKind().Group == "rbac.authorization.k8s.io" {
+			return " (the commit has RBAC objects: the ServiceAccount the agent applies as must hold every permission they grant, or the bind and escalate verbs; a RoleBinding is checked against Roles that already exist, so a Role and its RoleBinding go in two commits)"
+		}
+	}
+	return ""
 }
 
 // staged reports whether ssa will apply objs in more than one stage.
@@ -104,7 +116,7 @@ func (e *Engine) dryRunAll(ctx context.Context, objs []*unstructured.Unstructure
 	}
 	if len(problems) > 0 {
 		sort.Strings(problems)
-		return &DryRunError{Message: "server-side dry-run refused the commit, nothing was applied: " + strings.Join(problems, "; ")}
+		return &DryRunError{Message: "server-side dry-run refused the commit, nothing was applied: " + strings.Join(problems, "; ") + rbacHint(objs)}
 	}
 	return nil
 }

@@ -166,7 +166,11 @@ func TestHostileBranches(t *testing.T) {
 			got := waitRefused(t, evil, bad, tc.reason, true, tc.message)
 			g.Expect(ready(g, got).Message).To(ContainSubstring("keeping commit"))
 			waitApplied(t, calm, next)
-			if d := time.Since(calmStart); d > slowest {
+			d := time.Since(calmStart)
+			t.Logf("calm cell applied its commit in %s beside this one", d.Round(time.Millisecond))
+			// A blob case loads the whole machine (the Git server streams hundreds of MB), so its
+			// time says nothing about the agent; it is logged, not compared.
+			if tc.blob == 0 && d > slowest {
 				slowest = d
 			}
 			g.Eventually(func(g Gomega) {
@@ -206,8 +210,8 @@ func TestHostileBranches(t *testing.T) {
 		g.Expect(line).To(MatchRegexp(`^(GET|POST) /`+repoName+`\.git/(info/refs\?service=git-(upload|receive)-pack|git-(upload|receive)-pack)$`), "a request no agent makes")
 	}
 	// Isolation: beside a hostile commit the calm cell applies in about its normal time. The
-	// slack covers two poll intervals and a machine loaded by the Git server streaming the
-	// hostile packs; one shared worker blocked on a hostile commit used to cost minutes.
+	// slack covers two poll intervals and a loaded machine; one shared worker blocked on a
+	// hostile commit used to cost minutes.
 	g.Expect(slowest).To(BeNumerically("<", 3*normal+2*calm.Spec.Interval.Duration+10*time.Second))
 }
 
