@@ -99,6 +99,8 @@ type Intake struct {
 	// Keys returns the armored public keys a cell's reports must be signed with (its Cell's
 	// spec.reportKeys); none means reports are taken unsigned.
 	Keys func(ctx context.Context, cell string) ([]string, error)
+	// Now is the hub's clock (time.Now when nil).
+	Now func() time.Time
 
 	// checked is the status commit and keys each cell was last judged with.
 	checked map[string]string
@@ -170,7 +172,10 @@ func (i *Intake) Poll(ctx context.Context) {
 		}
 		prev, had := i.Reports.Put(cell, Entry{Commit: f.Commit, Report: rep})
 		i.Cells <- event.GenericEvent{Object: &hubv1alpha1.Cell{ObjectMeta: metav1.ObjectMeta{Name: cell}}}
-		if had && i.heartbeatOnly(prev.Report, rep) {
+		// An app judges a cell stale on the hub's clock; when the previous report is stale on
+		// that clock now (a late poll on a loaded hub), an app may have seen the cell stale, so
+		// the new report wakes the apps whatever the agent's own heartbeat gap says.
+		if had && !View(prev, true, i.now(), i.StaleAfter).Stale && i.heartbeatOnly(prev.Report, rep) {
 			continue
 		}
 		for _, key := range appsOf(prev.Report, rep) {
@@ -178,6 +183,13 @@ func (i *Intake) Poll(ctx context.Context) {
 			i.Rollouts <- event.GenericEvent{Object: &hubv1alpha1.Rollout{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
 		}
 	}
+}
+
+func (i *Intake) now() time.Time {
+	if i.Now == nil {
+		return time.Now()
+	}
+	return i.Now()
 }
 
 func (i *Intake) keys(ctx context.Context, cell string) ([]string, error) {

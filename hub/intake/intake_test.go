@@ -79,15 +79,21 @@ func TestPollWakesAppsOnlyForNews(t *testing.T) {
 	steps := []struct {
 		name                  string
 		heartbeat             time.Time
+		read                  time.Time // the hub's clock when the intake reads the report
 		applied               string
 		cells, apps, rollouts int
 	}{
-		{"first report", start, "aaa", 1, 1, 1},
-		{"heartbeat only, fresh", start.Add(10 * time.Second), "aaa", 1, 0, 0},
-		{"a new applied commit", start.Add(20 * time.Second), "bbb", 1, 1, 1},
-		{"heartbeat after a gap past the threshold", start.Add(20*time.Second + staleAfter), "bbb", 1, 1, 1},
+		{"first report", start, start, "aaa", 1, 1, 1},
+		{"heartbeat only, fresh", start.Add(10 * time.Second), start.Add(10 * time.Second), "aaa", 1, 0, 0},
+		{"a new applied commit", start.Add(20 * time.Second), start.Add(20 * time.Second), "bbb", 1, 1, 1},
+		{"heartbeat after a gap past the threshold", start.Add(20*time.Second + staleAfter), start.Add(20*time.Second + staleAfter), "bbb", 1, 1, 1},
+		// The agent kept reporting every 10 s, but the hub read nothing for longer than the
+		// threshold (a loaded hub): an app saw the cell stale, so this report must wake it.
+		{"heartbeat only, read late", start.Add(30*time.Second + staleAfter), start.Add(30*time.Second + 2*staleAfter), "bbb", 1, 1, 1},
+		{"heartbeat only, fresh again", start.Add(40*time.Second + staleAfter), start.Add(40*time.Second + staleAfter), "bbb", 1, 0, 0},
 	}
 	for _, s := range steps {
+		in.Now = func() time.Time { return s.read }
 		report(s.heartbeat, s.applied)
 		if got := [3]int{drain(in.Cells), drain(in.Apps), drain(in.Rollouts)}; got != [3]int{s.cells, s.apps, s.rollouts} {
 			t.Errorf("%s: cell, app, rollout events = %v, want %v", s.name, got, [3]int{s.cells, s.apps, s.rollouts})
