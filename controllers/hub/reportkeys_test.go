@@ -72,8 +72,8 @@ func TestReportsSignedByAnotherCellAreIgnored(t *testing.T) {
 		g.Expect(trusted(g, c).Status).To(Equal(metav1.ConditionTrue))
 		ready := apimeta.FindStatusCondition(c.Status.Conditions, meta.ReadyCondition)
 		g.Expect(ready.Reason).To(Equal(hubv1alpha1.ReasonAgentReady))
+		g.Expect(c.Status.LastHeartbeatTime).NotTo(BeNil())
 	})
-	g.Expect(got.Status.LastHeartbeatTime).NotTo(BeNil())
 	heartbeat := *got.Status.LastHeartbeatTime
 
 	time.Sleep(1100 * time.Millisecond) // a later heartbeat, so a taken report would show
