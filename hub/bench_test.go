@@ -1,4 +1,4 @@
-// Benchmarks of the hub's hot paths, against DESIGN.md's targets. Run with `make bench`.
+// Benchmarks of the hub's hot paths, against the targets in docs/design.md. Run with `make bench`.
 package hub_test
 
 import (

@@ -8,6 +8,8 @@ import (
 
 	"github.com/fluxcd/cli-utils/pkg/object"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 )
 
 // Branch limits: what one commit may hold before anything of it is decoded.
@@ -37,11 +39,11 @@ func invalid(reason, format string, args ...any) error {
 	return &InvalidError{Reason: reason, Message: fmt.Sprintf(format, args...)}
 }
 
-// Reasons of InvalidError.
+// Reasons of InvalidError: the CellSync's condition reasons.
 const (
-	ReasonInvalidBranch   = "InvalidBranch"
-	ReasonLimitExceeded   = "LimitExceeded"
-	ReasonPolicyViolation = "PolicyViolation"
+	ReasonInvalidBranch   = agentv1alpha1.ReasonInvalidBranch
+	ReasonLimitExceeded   = agentv1alpha1.ReasonLimitExceeded
+	ReasonPolicyViolation = agentv1alpha1.ReasonPolicyViolation
 )
 
 // EntryKind is what a path of the tree is.

@@ -139,7 +139,7 @@ func (r *Repo) Tree(commit string) (manifests.Tree, error) {
 	if err != nil {
 		return nil, fmt.Errorf("commit %s is not on disk: %w", short(commit), err)
 	}
-	t := &tree{repo: r.repo, entries: map[string]treeEntry{}}
+	t := &tree{repo: r.repo, entries: map[string]treeEntry{}, objects: map[string]plumbing.EncodedObject{}}
 	if err := t.walk(c.TreeHash, "", 0); err != nil {
 		return nil, err
 	}
@@ -151,9 +151,23 @@ type treeEntry struct {
 	hash plumbing.Hash
 }
 
+// object looks a file's blob up once; Entry and Read share it.
+func (t *tree) object(p string) (plumbing.EncodedObject, error) {
+	if o, ok := t.objects[p]; ok {
+		return o, nil
+	}
+	o, err := t.repo.Storer.EncodedObject(plumbing.BlobObject, t.entries[p].hash)
+	if err != nil {
+		return nil, err
+	}
+	t.objects[p] = o
+	return o, nil
+}
+
 type tree struct {
 	repo    *git.Repository
 	entries map[string]treeEntry
+	objects map[string]plumbing.EncodedObject
 }
 
 func (t *tree) walk(h plumbing.Hash, dir string, depth int) error {
@@ -201,7 +215,7 @@ func (t *tree) Entry(p string) (manifests.EntryKind, int64, bool) {
 	if e.kind != manifests.RegularFile {
 		return e.kind, 0, true
 	}
-	o, err := t.repo.Storer.EncodedObject(plumbing.BlobObject, e.hash)
+	o, err := t.object(p)
 	if err != nil {
 		return e.kind, 0, true // Read reports the error
 	}
@@ -213,7 +227,7 @@ func (t *tree) Read(p string) ([]byte, error) {
 	if !ok || e.kind != manifests.RegularFile {
 		return nil, fmt.Errorf("%s is not a file of the branch", p)
 	}
-	o, err := t.repo.Storer.EncodedObject(plumbing.BlobObject, e.hash)
+	o, err := t.object(p)
 	if err != nil {
 		return nil, err
 	}

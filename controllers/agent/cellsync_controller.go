@@ -82,11 +82,15 @@ type syncState struct {
 	reportAt   time.Time
 	objects    []*unstructured.Unstructured
 	health     []apply.Health
-	// refused is the last commit refused for what it holds, with why: it is not fetched or
-	// read again until the branch moves or the spec changes.
-	refused    string
-	refusedFor string
-	refusal    *outcome.Outcome
+	// refusal is the last commit refused and why, for the report, until the head is applied.
+	refusal *agentv1alpha1.Refusal
+	// oversized is the head (and trigger) whose fetch was refused for its size: it is not
+	// fetched again until the branch moves or the spec changes. Other refusals are cheap to
+	// find again, and may pass once the cluster changes (a CRD, RBAC), so they are retried.
+	oversized string
+	// signer is the parsed report-signing key, for the Secret version it was read from.
+	signer    *openpgp.Entity
+	signerFor string
 }
 
 // +kubebuilder:rbac:groups=agent.cellsync.io,namespace=cellsync-system,resources=cellsyncs,verbs=get;list;watch;update;patch
@@ -97,9 +101,6 @@ type syncState struct {
 
 // Reconcile runs one CellSync.
 func (r *CellSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
-	if req.Namespace != r.Namespace {
-		return ctrl.Result{}, nil // served by no one: the agent's scope is its own namespace
-	}
 	cs := &agentv1alpha1.CellSync{}
 	if err := r.Get(ctx, req.NamespacedName, cs); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -156,7 +157,7 @@ func (r *CellSyncReconciler) sync(ctx context.Context, cs *agentv1alpha1.CellSyn
 		if target == "" || !repo.Has(target) {
 			return *problem
 		}
-		problem.Message += fmt.Sprintf("; keeping commit %s applied", short(target))
+		problem.Message += keeping(target)
 	}
 	due := target != st.applied || trigger != st.appliedFor || time.Since(st.appliedAt) >= cs.IntervalOrDefault()
 	if !due {
@@ -170,14 +171,14 @@ func (r *CellSyncReconciler) sync(ctx context.Context, cs *agentv1alpha1.CellSyn
 	}
 	if o != nil {
 		if o.Kind == outcome.Stalled {
-			st.refused, st.refusedFor, st.refusal = target, trigger, o
+			st.refusal = &agentv1alpha1.Refusal{Commit: target, Reason: o.Reason, Message: o.Message}
 		}
 		return r.keepLastGood(ctx, cs, st, *o)
 	}
 	cs.Status.LastAppliedRevision = revision(cs.BranchName(), target)
 	st.applied, st.appliedAt, st.appliedFor, st.objects = target, time.Now(), trigger, objs
 	if problem == nil {
-		st.refused, st.refusal = "", nil // the head itself is applied; a drift repair of the last good commit is not
+		st.refusal = nil // the head itself is applied; a drift repair of the last good commit is not
 	}
 	st.health = r.health(ctx, cs, objs, cs.TimeoutOrDefault())
 	return worst(problem, healthOutcome(cs, st.health, target))
@@ -195,15 +196,14 @@ func (r *CellSyncReconciler) fetchHead(ctx context.Context, cs *agentv1alpha1.Ce
 		return "", &outcome.Outcome{Kind: outcome.Waiting, Reason: agentv1alpha1.ReasonGitOperationFailed, Message: fmt.Sprintf("Branch %s does not exist yet", cs.BranchName())}
 	}
 	cs.Status.LastAttemptedRevision = revision(cs.BranchName(), head)
-	if head == st.refused && trigger == st.refusedFor && st.refusal != nil {
-		o := *st.refusal
-		return "", &o
+	if st.oversized == head+"/"+trigger && st.refusal != nil {
+		return "", &outcome.Outcome{Kind: outcome.Stalled, Reason: st.refusal.Reason, Message: st.refusal.Message}
 	}
 	if err := repo.Fetch(ctx, auth, head); err != nil {
 		var limit *source.LimitError
 		if errors.As(err, &limit) {
 			o := outcome.Outcome{Kind: outcome.Stalled, Reason: agentv1alpha1.ReasonLimitExceeded, Message: fmt.Sprintf("Commit %s refused: %s", short(head), limit.Message)}
-			st.refused, st.refusedFor, st.refusal = head, trigger, &o
+			st.oversized, st.refusal = head+"/"+trigger, &agentv1alpha1.Refusal{Commit: head, Reason: o.Reason, Message: o.Message}
 			return "", &o
 		}
 		o := gitOutcome(err, "Failed to fetch: ")
@@ -224,11 +224,13 @@ func (r *CellSyncReconciler) fetchHead(ctx context.Context, cs *agentv1alpha1.Ce
 // keepLastGood says that a commit was refused, and that the last good one stays applied.
 func (r *CellSyncReconciler) keepLastGood(ctx context.Context, cs *agentv1alpha1.CellSync, st *syncState, o outcome.Outcome) outcome.Outcome {
 	if st.applied != "" {
-		o.Message += fmt.Sprintf("; keeping commit %s applied", short(st.applied))
+		o.Message += keeping(st.applied)
 		st.health = r.health(ctx, cs, st.objects, 0)
 	}
 	return o
 }
+
+func keeping(commit string) string { return fmt.Sprintf("; keeping commit %s applied", short(commit)) }
 
 // gitOutcome sorts a Git error: refused credentials or host keys need a person (Stalled, with
 // the reason the hub uses too); anything else is retried.
@@ -452,8 +454,9 @@ func short(commit string) string {
 	return commit
 }
 
-// reportSigner reads the cell's report-signing key, when the CellSync names one.
-func (r *CellSyncReconciler) reportSigner(ctx context.Context, cs *agentv1alpha1.CellSync) (*openpgp.Entity, error) {
+// reportSigner returns the cell's report-signing key, when the CellSync names one. The key is
+// parsed once per version of its Secret, not at every heartbeat.
+func (r *CellSyncReconciler) reportSigner(ctx context.Context, cs *agentv1alpha1.CellSync, st *syncState) (*openpgp.Entity, error) {
 	if cs.Spec.ReportSigning == nil {
 		return nil, nil
 	}
@@ -461,5 +464,14 @@ func (r *CellSyncReconciler) reportSigner(ctx context.Context, cs *agentv1alpha1
 	if err := r.Get(ctx, client.ObjectKey{Namespace: cs.Namespace, Name: cs.Spec.ReportSigning.SecretRef.Name}, s); err != nil {
 		return nil, fmt.Errorf("failed to read the report signing Secret %q: %w", cs.Spec.ReportSigning.SecretRef.Name, err)
 	}
-	return gitauth.SignerFromSecret(s)
+	version := string(s.UID) + "/" + s.ResourceVersion
+	if st.signer != nil && st.signerFor == version {
+		return st.signer, nil
+	}
+	signer, err := gitauth.SignerFromSecret(s)
+	if err != nil {
+		return nil, err
+	}
+	st.signer, st.signerFor = signer, version
+	return signer, nil
 }

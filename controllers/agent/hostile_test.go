@@ -152,6 +152,8 @@ func TestHostileBranches(t *testing.T) {
 				g.Expect(writeBlob(filepath.Join(work.Dir, "blob.bin"), tc.blob)).To(Succeed())
 				defer func() { _ = os.Remove(filepath.Join(work.Dir, "blob.bin")) }()
 			}
+			// The blob cases list the last good file again: their commit would apply but for the
+			// blob, which is what the fetch guard must refuse.
 			if _, keep := tc.files["good.yaml"]; !keep && strings.Contains(tc.files["kustomization.yaml"], "good.yaml") {
 				delete(files, "good.yaml")
 			}

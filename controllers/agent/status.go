@@ -65,9 +65,7 @@ func (r *CellSyncReconciler) report(ctx context.Context, cs *agentv1alpha1.CellS
 		return
 	}
 	rep := buildReport(cs, st.health, r.Version)
-	if st.refusal != nil {
-		rep.Refusal = &agentv1alpha1.Refusal{Commit: st.refused, Reason: st.refusal.Reason, Message: st.refusal.Message}
-	}
+	rep.Refusal = st.refusal
 	body, err := yaml.Marshal(rep)
 	if err != nil {
 		return
@@ -78,7 +76,7 @@ func (r *CellSyncReconciler) report(ctx context.Context, cs *agentv1alpha1.CellS
 	if hash == st.reportHash && now.Sub(st.reportAt) < cs.HeartbeatOrDefault() {
 		return
 	}
-	signer, err := r.reportSigner(ctx, cs)
+	signer, err := r.reportSigner(ctx, cs, st)
 	if err != nil {
 		// An unsigned report would be ignored by a hub that expects signatures: say so instead.
 		ctrl.LoggerFrom(ctx).Info("Not pushing the status report: the signing key cannot be read", "error", err.Error())

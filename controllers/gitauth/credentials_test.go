@@ -12,6 +12,9 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
+	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 )
 
 func secret(kv ...string) *corev1.Secret {
@@ -86,8 +89,8 @@ func TestSignerFromSecretErrors(t *testing.T) {
 // The hub and the agent give a refused credential the same reason; a password in a URL is
 // refused on both sides with a pointer to the Secret.
 func TestSharedReasonsAndURLs(t *testing.T) {
-	if ReasonGitAuthFailed != "GitAuthenticationFailed" {
-		t.Fatalf("the shared reason changed: %s", ReasonGitAuthFailed)
+	if agentv1alpha1.ReasonGitAuthFailed != hubv1alpha1.ReasonGitAuthFailed {
+		t.Fatalf("a refused credential is %q on the agent but %q on the hub", agentv1alpha1.ReasonGitAuthFailed, hubv1alpha1.ReasonGitAuthFailed)
 	}
 	for _, u := range []string{"https://u:p@git.example.com/x.git", "ssh://git:pw@git.example.com/x.git"} {
 		err := CheckURL(u)

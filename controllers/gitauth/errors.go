@@ -8,10 +8,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 )
 
-// ReasonGitAuthFailed is the condition and event reason both sides use when the Git server
-// refuses the credentials or the SSH host key is not trusted: Stalled, a person must fix it.
-const ReasonGitAuthFailed = "GitAuthenticationFailed"
-
 // AuthError means the Git server refused our credentials, or we refused its host key: a person
 // must fix the Secret.
 type AuthError struct{ Err error }

@@ -409,8 +409,9 @@ func (f BranchFile) VerifySignature(armoredKeys []string) (string, error) {
 }
 
 // ReadFiles lists the remote once, fetches the branches under prefix whose head moved, and
-// returns file from each head (branches without the file are left out).
-func (s *Store) ReadFiles(ctx context.Context, prefix, file string) (map[string]BranchFile, error) {
+// returns file from each head (branches without the file are left out). Branches whose head
+// the caller already has (known returns true; nil means none) are not read at all.
+func (s *Store) ReadFiles(ctx context.Context, prefix, file string, known func(branch, commit string) bool) (map[string]BranchFile, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	auth, _, err := s.opts.Credentials(ctx)
@@ -423,7 +424,7 @@ func (s *Store) ReadFiles(ctx context.Context, prefix, file string) (map[string]
 	}
 	out := map[string]BranchFile{}
 	for branch, head := range heads {
-		if !strings.HasPrefix(branch, prefix) {
+		if !strings.HasPrefix(branch, prefix) || (known != nil && known(branch, head.String())) {
 			continue
 		}
 		tree, _, err := s.treeAt(head)

@@ -267,13 +267,13 @@ func TestReadFilesFetchesOnlyMovedRefs(t *testing.T) {
 	report("cells/a", "not a status")
 
 	reader := newStore(t, url, pass, nil)
-	files, err := reader.ReadFiles(ctx, "status/", "status.yaml")
+	files, err := reader.ReadFiles(ctx, "status/", "status.yaml", nil)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(files).To(HaveLen(2))
 	g.Expect(string(files["status/a"].Content)).To(Equal("a1"))
 
 	before := srv.Requests()
-	_, err = reader.ReadFiles(ctx, "status/", "status.yaml")
+	_, err = reader.ReadFiles(ctx, "status/", "status.yaml", nil)
 	g.Expect(err).NotTo(HaveOccurred())
 	unchanged := srv.Requests()
 	g.Expect(unchanged.RefListings-before.RefListings).To(Equal(1), "one ref listing per read")
@@ -281,10 +281,18 @@ func TestReadFilesFetchesOnlyMovedRefs(t *testing.T) {
 
 	report("status/b", "b2")
 	afterWrite := srv.Requests()
-	files, err = reader.ReadFiles(ctx, "status/", "status.yaml")
+	files, err = reader.ReadFiles(ctx, "status/", "status.yaml", nil)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(string(files["status/b"].Content)).To(Equal("b2"))
 	g.Expect(srv.Requests().Fetches-afterWrite.Fetches).To(Equal(1), "one fetch for the one moved ref")
+
+	// What the caller already has is not read again: only the report it does not know comes back.
+	files, err = reader.ReadFiles(ctx, "status/", "status.yaml", func(branch, commit string) bool {
+		return branch == "status/a" && commit == files["status/a"].Commit
+	})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(files).To(HaveLen(1))
+	g.Expect(files).To(HaveKey("status/b"))
 }
 
 // Restore gives a branch an earlier commit's tree back as a new commit on top of its head, and

@@ -133,26 +133,30 @@ func (i *Intake) Start(ctx context.Context) error {
 // Poll reads the reports that changed since the last poll.
 func (i *Intake) Poll(ctx context.Context) {
 	log := ctrl.LoggerFrom(ctx).WithName("intake")
-	files, err := i.Store.ReadFiles(ctx, agentv1alpha1.StatusRefPrefix, agentv1alpha1.StatusReportFile)
-	if err != nil {
-		log.Info("Failed to read status reports; retrying at the next poll", "error", err.Error())
-		return
-	}
 	if i.checked == nil {
 		i.checked = map[string]string{}
 	}
-	for branch, f := range files {
+	// A report is judged once per commit and set of keys; reports judged before are not read.
+	keysOf := map[string][]string{}
+	known := func(branch, commit string) bool {
 		cell := strings.TrimPrefix(branch, agentv1alpha1.StatusRefPrefix)
 		keys, err := i.keys(ctx, cell)
 		if err != nil {
 			log.Info("Failed to read the cell's report keys; retrying at the next poll", "cell", cell, "error", err.Error())
-			continue
+			return true
 		}
-		judged := f.Commit + "/" + strings.Join(keys, "\x00")
-		if i.checked[cell] == judged {
-			continue
-		}
-		i.checked[cell] = judged
+		keysOf[cell] = keys
+		return i.checked[cell] == judged(commit, keys)
+	}
+	files, err := i.Store.ReadFiles(ctx, agentv1alpha1.StatusRefPrefix, agentv1alpha1.StatusReportFile, known)
+	if err != nil {
+		log.Info("Failed to read status reports; retrying at the next poll", "error", err.Error())
+		return
+	}
+	for branch, f := range files {
+		cell := strings.TrimPrefix(branch, agentv1alpha1.StatusRefPrefix)
+		keys := keysOf[cell]
+		i.checked[cell] = judged(f.Commit, keys)
 		if len(keys) > 0 {
 			if _, err := f.VerifySignature(keys); err != nil {
 				i.Reports.reject(cell, rejection(f.Commit, err))
@@ -184,6 +188,9 @@ func (i *Intake) Poll(ctx context.Context) {
 		}
 	}
 }
+
+// judged is what a report was judged with: its commit and the keys it had to be signed with.
+func judged(commit string, keys []string) string { return commit + "/" + strings.Join(keys, "\x00") }
 
 func (i *Intake) now() time.Time {
 	if i.Now == nil {

@@ -31,7 +31,7 @@ spec:
     - {name: RUN, value: "%d"}
 `
 
-// BenchmarkPushToStatus measures DESIGN.md's end-to-end figure: a git push to main until every
+// BenchmarkPushToStatus measures the end-to-end figure of docs/design.md: a git push to main until every
 // one of the three cells applied it and the hub's status shows it (the app ready in every cell
 // at the new revision, each Cell's applied commit equal to its branch head), at a 2 s poll
 // interval for the source, the agents and the status refs. It reports the median of b.N runs.

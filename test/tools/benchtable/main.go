@@ -1,5 +1,5 @@
 // Command benchtable reads `go test -bench` output on stdin and prints the results as a table,
-// next to DESIGN.md's target for each benchmark.
+// next to its target in docs/design.md for each benchmark.
 package main
 
 import (
@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// targets are DESIGN.md's performance targets, by benchmark name.
+// targets are the performance targets of docs/design.md, by benchmark name.
 var targets = map[string]string{
 	"BenchmarkFanOut1000Cells":           "< 2 s per change, 1 push",
 	"BenchmarkNoopReconcile1000Cells":    "0 commits, 0 pushes",
