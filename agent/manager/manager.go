@@ -12,10 +12,8 @@ import (
 
 	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 	agentcontrollers "github.com/cellsync/cellsync/controllers/agent"
+	"github.com/cellsync/cellsync/controllers/version"
 )
-
-// Version is the agent's version, reported to the hub.
-var Version = "v0.1.0-dev"
 
 // Config is the agent's configuration.
 type Config struct {
@@ -62,7 +60,7 @@ func Setup(mgr ctrl.Manager, cfg Config) error {
 		Config:     mgr.GetConfig(),
 		DataDir:    cfg.DataDir,
 		Recorder:   mgr.GetEventRecorderFor("cellsync-agent"), //nolint:staticcheck // core/v1 events, as kubectl describe shows
-		Version:    Version,
+		Version:    version.Get().Version,
 		HealthPoll: cfg.HealthPoll,
 
 		Namespace:             cfg.Namespace,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
 )
@@ -43,4 +44,56 @@ func VerifyCommit(c *object.Commit, armoredKeys []string) (string, error) {
 		}
 	}
 	return "", errors.New("the commit is not signed by any of the trusted keys")
+}
+
+// NewSigningKey makes an OpenPGP key for name and returns its armored private half (what a
+// Secret's git.asc holds) and its armored public half (what a Cell's spec.reportKeys holds).
+func NewSigningKey(name string) (private []byte, public string, err error) {
+	e, err := openpgp.NewEntity(name, "", name+"@cellsync.io", nil)
+	if err != nil {
+		return nil, "", err
+	}
+	return armored(e)
+}
+
+// PublicKeyOf is the armored public half of an armored private key.
+func PublicKeyOf(private []byte) (string, error) {
+	list, err := openpgp.ReadArmoredKeyRing(bytes.NewReader(private))
+	if err != nil {
+		return "", err
+	}
+	if len(list) == 0 {
+		return "", errors.New("no key")
+	}
+	var pub bytes.Buffer
+	w, err := armor.Encode(&pub, openpgp.PublicKeyType, nil)
+	if err != nil {
+		return "", err
+	}
+	if err := list[0].Serialize(w); err != nil {
+		return "", err
+	}
+	_ = w.Close()
+	return pub.String(), nil
+}
+
+func armored(e *openpgp.Entity) ([]byte, string, error) {
+	var priv, pub bytes.Buffer
+	w, err := armor.Encode(&priv, openpgp.PrivateKeyType, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := e.SerializePrivate(w, nil); err != nil {
+		return nil, "", err
+	}
+	_ = w.Close()
+	w, err = armor.Encode(&pub, openpgp.PublicKeyType, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := e.Serialize(w); err != nil {
+		return nil, "", err
+	}
+	_ = w.Close()
+	return priv.Bytes(), pub.String(), nil
 }

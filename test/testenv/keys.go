@@ -4,7 +4,8 @@ import (
 	"bytes"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
-	"github.com/ProtonMail/go-crypto/openpgp/armor"
+
+	"github.com/cellsync/cellsync/controllers/gitauth"
 )
 
 // SigningKey is a fresh OpenPGP key with its armored private and public halves, as a Secret
@@ -17,26 +18,13 @@ type SigningKey struct {
 
 // NewSigningKey makes a key for name.
 func NewSigningKey(name string) (*SigningKey, error) {
-	e, err := openpgp.NewEntity(name, "", name+"@cellsync.io", nil)
+	priv, pub, err := gitauth.NewSigningKey(name)
 	if err != nil {
 		return nil, err
 	}
-	var priv, pub bytes.Buffer
-	w, err := armor.Encode(&priv, openpgp.PrivateKeyType, nil)
+	list, err := openpgp.ReadArmoredKeyRing(bytes.NewReader(priv))
 	if err != nil {
 		return nil, err
 	}
-	if err := e.SerializePrivate(w, nil); err != nil {
-		return nil, err
-	}
-	_ = w.Close()
-	w, err = armor.Encode(&pub, openpgp.PublicKeyType, nil)
-	if err != nil {
-		return nil, err
-	}
-	if err := e.Serialize(w); err != nil {
-		return nil, err
-	}
-	_ = w.Close()
-	return &SigningKey{Entity: e, Private: priv.Bytes(), Public: pub.String()}, nil
+	return &SigningKey{Entity: list[0], Private: priv, Public: pub}, nil
 }
