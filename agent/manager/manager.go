@@ -9,6 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 	agentcontrollers "github.com/cellsync/cellsync/controllers/agent"
@@ -42,6 +44,14 @@ func Scheme() *runtime.Scheme {
 	_ = corev1.AddToScheme(s)
 	_ = agentv1alpha1.AddToScheme(s)
 	return s
+}
+
+// CacheOptions are the agent's cache: CellSyncs of its own namespace only. Secrets are read
+// from the apiserver when needed, never cached: the agent's role may only get them by name (no
+// list or watch of every Secret in its namespace), and no Secret sits in its memory.
+func CacheOptions(namespace string) (cache.Options, client.Options) {
+	return cache.Options{DefaultNamespaces: map[string]cache.Config{namespace: {}}},
+		client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}}
 }
 
 // Setup adds the agent reconcilers to mgr.

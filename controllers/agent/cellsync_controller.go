@@ -93,8 +93,8 @@ type syncState struct {
 	signerFor string
 }
 
-// +kubebuilder:rbac:groups=agent.cellsync.io,namespace=cellsync-system,resources=cellsyncs,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=agent.cellsync.io,namespace=cellsync-system,resources=cellsyncs/status;cellsyncs/finalizers,verbs=get;update;patch
+// +kubebuilder:rbac:groups=agent.cellsync.io,namespace=cellsync-system,resources=cellsyncs,verbs=list;watch;patch
+// +kubebuilder:rbac:groups=agent.cellsync.io,namespace=cellsync-system,resources=cellsyncs/status,verbs=patch
 // +kubebuilder:rbac:groups="",namespace=cellsync-system,resources=secrets,verbs=get
 // +kubebuilder:rbac:groups="",namespace=cellsync-system,resources=serviceaccounts,verbs=impersonate
 // +kubebuilder:rbac:groups="",namespace=cellsync-system,resources=events,verbs=create;patch

@@ -36,8 +36,8 @@ type CellReconciler struct {
 	StaleAfter time.Duration
 }
 
-// +kubebuilder:rbac:groups=hub.cellsync.io,resources=cells,verbs=get;list;watch
-// +kubebuilder:rbac:groups=hub.cellsync.io,resources=cells/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=hub.cellsync.io,resources=cells,verbs=list;watch
+// +kubebuilder:rbac:groups=hub.cellsync.io,resources=cells/status,verbs=patch
 
 // Reconcile checks one cell.
 func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {

@@ -28,8 +28,8 @@ type CellPlacementReconciler struct {
 	Resync   time.Duration
 }
 
-// +kubebuilder:rbac:groups=hub.cellsync.io,resources=cellplacements,verbs=get;list;watch
-// +kubebuilder:rbac:groups=hub.cellsync.io,resources=cellplacements/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=hub.cellsync.io,resources=cellplacements,verbs=list;watch
+// +kubebuilder:rbac:groups=hub.cellsync.io,resources=cellplacements/status,verbs=patch
 
 // Reconcile resolves one placement.
 func (r *CellPlacementReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {

@@ -57,11 +57,11 @@ type RolloutReconciler struct {
 }
 
 // +kubebuilder:rbac:groups=hub.cellsync.io,resources=rollouts,verbs=get;list;watch
-// +kubebuilder:rbac:groups=hub.cellsync.io,resources=rollouts/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=hub.cellsync.io,resources=rollouts/status,verbs=patch
 // +kubebuilder:rbac:groups=hub.cellsync.io,resources=rolloutsteps,verbs=get;list;watch;create;delete
-// +kubebuilder:rbac:groups=hub.cellsync.io,resources=rolloutsteps/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=hub.cellsync.io,resources=serverlessapps,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=hub.cellsync.io,resources=cellplacements;cells,verbs=get;list;watch
+// +kubebuilder:rbac:groups=hub.cellsync.io,resources=rolloutsteps/status,verbs=patch
+// +kubebuilder:rbac:groups=hub.cellsync.io,resources=serverlessapps,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=hub.cellsync.io,resources=cellplacements;cells,verbs=list;watch
 
 // Reconcile moves one Rollout.
 func (r *RolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {

@@ -68,12 +68,12 @@ type renderMark struct {
 	desired map[string]string
 }
 
-// +kubebuilder:rbac:groups=hub.cellsync.io,resources=serverlessapps,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=hub.cellsync.io,resources=serverlessapps/status;serverlessapps/finalizers,verbs=get;update;patch
+// +kubebuilder:rbac:groups=hub.cellsync.io,resources=serverlessapps,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=hub.cellsync.io,resources=serverlessapps/status,verbs=patch
+// +kubebuilder:rbac:groups=hub.cellsync.io,resources=serverlessapps/finalizers;rollouts/finalizers,verbs=update
 // +kubebuilder:rbac:groups=hub.cellsync.io,resources=rollouts,verbs=get;list;watch;create
-// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=list;watch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile renders one app.
 func (r *ServerlessAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {

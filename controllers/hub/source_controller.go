@@ -57,9 +57,9 @@ type AppSourceReconciler struct {
 	Recorder  record.EventRecorder
 }
 
-// +kubebuilder:rbac:groups=hub.cellsync.io,resources=appsources,verbs=get;list;watch
-// +kubebuilder:rbac:groups=hub.cellsync.io,resources=appsources/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=hub.cellsync.io,resources=cells;cellplacements;serverlessapps,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=hub.cellsync.io,resources=appsources,verbs=list;watch
+// +kubebuilder:rbac:groups=hub.cellsync.io,resources=appsources/status,verbs=patch
+// +kubebuilder:rbac:groups=hub.cellsync.io,resources=cells;cellplacements;serverlessapps,verbs=get;list;watch;create;patch;delete
 
 // Reconcile syncs one AppSource.
 func (r *AppSourceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {

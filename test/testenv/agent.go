@@ -9,7 +9,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -27,11 +26,13 @@ func StartAgent(cfg *rest.Config, namespace, dataDir string) (func(), error) {
 		}
 		dataDir = d
 	}
+	cacheOpts, clientOpts := manager.CacheOptions(namespace)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 manager.Scheme(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{namespace: {}}},
+		Cache:                  cacheOpts,
+		Client:                 clientOpts,
 		// Tests run several agents in one process, each for its own namespace.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})

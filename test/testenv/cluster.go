@@ -28,6 +28,9 @@ type ClusterOptions struct {
 	Knative bool
 	// KwokStages starts kwok with these Stage files so that Knative status is reported.
 	KwokStages []string
+	// AuditLog, when set, is where the apiserver writes an audit event (level Metadata) for
+	// every request: who asked, as whom, for what, and the answer.
+	AuditLog string
 }
 
 // Cluster is a running envtest control plane.
@@ -91,6 +94,16 @@ func StartCluster(opts ClusterOptions) (*Cluster, error) {
 			return nil, err
 		}
 		env.CRDDirectoryPaths = append(env.CRDDirectoryPaths, dir)
+	}
+	if opts.AuditLog != "" {
+		policy := filepath.Join(filepath.Dir(opts.AuditLog), "audit-policy.yaml")
+		if err := os.WriteFile(policy, []byte("apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n"), 0o600); err != nil {
+			return nil, err
+		}
+		env.ControlPlane.GetAPIServer().Configure().
+			Set("audit-policy-file", policy).
+			Set("audit-log-path", opts.AuditLog).
+			Set("audit-log-mode", "blocking")
 	}
 	cfg, err := env.Start()
 	if err != nil {

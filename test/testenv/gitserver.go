@@ -28,6 +28,7 @@ type GitServer struct {
 	srv      *http.Server
 	counts   Requests
 	log      []string
+	stderr   *os.File
 }
 
 // maxLog bounds the request log.
@@ -107,12 +108,21 @@ func (g *GitServer) Start() error {
 		_ = l.Close()
 		return err
 	}
+	// git writes its progress ("Unpacking objects: ...") to stderr: into a log, not the
+	// terminal of whoever runs the server.
+	stderr, err := os.OpenFile(filepath.Join(g.Root, "http-backend.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		_ = l.Close()
+		return err
+	}
 	h := &cgi.Handler{
-		Path: backend,
-		Root: "/",
-		Env:  []string{"GIT_PROJECT_ROOT=" + g.Root, "GIT_HTTP_EXPORT_ALL=1"},
+		Path:   backend,
+		Root:   "/",
+		Env:    []string{"GIT_PROJECT_ROOT=" + g.Root, "GIT_HTTP_EXPORT_ALL=1"},
+		Stderr: stderr,
 	}
 	g.listener = l
+	g.stderr = stderr
 	g.srv = &http.Server{Handler: g.auth(h)}
 	go func() { _ = g.srv.Serve(l) }()
 	return nil
@@ -125,6 +135,7 @@ func (g *GitServer) Stop() {
 	if g.srv != nil {
 		_ = g.srv.Close()
 		g.srv = nil
+		_ = g.stderr.Close()
 	}
 }
 

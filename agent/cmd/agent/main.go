@@ -9,7 +9,6 @@ import (
 	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -55,6 +54,7 @@ func main() {
 	if leaderNS == "" {
 		leaderNS = cfg.Namespace
 	}
+	cacheOpts, clientOpts := manager.CacheOptions(cfg.Namespace)
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                  manager.Scheme(),
 		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
@@ -63,8 +63,8 @@ func main() {
 		LeaderElectionID:        "agent.cellsync.io",
 		LeaderElectionNamespace: leaderNS,
 		PprofBindAddress:        pprofAddr,
-		// CellSyncs and Secrets are read from the agent's own namespace only.
-		Cache: cache.Options{DefaultNamespaces: map[string]cache.Config{cfg.Namespace: {}}},
+		Cache:                   cacheOpts,
+		Client:                  clientOpts,
 	})
 	if err != nil {
 		log.Error(err, "Unable to create the manager")

@@ -596,16 +596,21 @@ func applyAll(ctx context.Context, c *cluster, objs []*unstructured.Unstructured
 		if err != nil && !apierrors.IsNotFound(err) && !meta.IsNoMatchError(err) {
 			return fmt.Errorf("%s: cannot read %s: %w", c.role, describe(u), err)
 		}
-		oldRV := before.GetResourceVersion()
+		oldRV, oldGen := before.GetResourceVersion(), before.GetGeneration()
 		applied := u.DeepCopy()
 		if err := c.client.Patch(ctx, applied, client.Apply, client.FieldOwner(fieldOwner), client.ForceOwnership); err != nil {
 			return fmt.Errorf("%s cluster at %s: cannot apply %s: %w", c.role, c.host, describe(u), err)
 		}
 		what := "created"
 		switch {
+		case oldRV == "":
 		case oldRV == applied.GetResourceVersion():
 			what = "unchanged"
-		case oldRV != "":
+		// A status write (a heartbeat) between the read and the apply moves the
+		// resourceVersion, not the generation.
+		case oldGen > 0 && oldGen == applied.GetGeneration():
+			what = "unchanged"
+		default:
 			what = "configured"
 		}
 		fmt.Fprintf(out, "%s: %s %s\n", c.role, describe(u), what)
