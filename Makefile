@@ -43,7 +43,7 @@ ENVTEST_DEP :=
 endif
 
 TEST_ENV = KUBEBUILDER_ASSETS=$(TEST_ASSETS) CELLSYNC_KWOK=$(KWOK) CELLSYNC_KUSTOMIZE=$(KUSTOMIZE) CELLSYNC_HELM=$(HELM)
-TEST_TIMEOUT ?= 25m
+TEST_TIMEOUT ?= 30m
 BENCH_TIME ?= 3x
 # The end-to-end benchmark reports the median of this many git pushes.
 E2E_BENCH_RUNS ?= 7x
