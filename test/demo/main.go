@@ -52,7 +52,7 @@ func run(workdir string, once bool, poll, timeout time.Duration, out io.Writer) 
 		return err
 	}
 	// Only what an earlier demo left is removed: --workdir may name a folder with other files.
-	for _, pattern := range []string{"ready", "*.kubeconfig", "repo", "agents"} {
+	for _, pattern := range []string{"ready", "*.kubeconfig", "repo", "agents", "logs"} {
 		old, _ := filepath.Glob(filepath.Join(abs, pattern))
 		for _, p := range old {
 			if err := os.RemoveAll(p); err != nil {
@@ -64,9 +64,15 @@ func run(workdir string, once bool, poll, timeout time.Duration, out io.Writer) 
 	say := func(format string, args ...any) {
 		fmt.Fprintf(out, "[%5.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
 	}
+	// Signals are caught before anything starts: SIGINT, SIGTERM, SIGHUP and SIGPIPE (a closed
+	// terminal or pipe) stop the demo cleanly at any point, so no apiserver, etcd, kwok, hub or
+	// agent is left behind.
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
+	defer cancel()
 	say("cellsync demo: everything runs on this machine; work directory %s", abs)
 	say("Knative status in the member clusters is simulated by kwok (real Knative Serving CRDs, no Knative controllers)")
-	w, err := testenv.StartWorld(testenv.WorldOptions{Members: 3, Poll: poll, StaleAfter: 6 * poll, Dir: abs, Progress: say})
+	w, err := testenv.StartWorld(testenv.WorldOptions{Members: 3, Poll: poll, StaleAfter: 6 * poll, Dir: abs, Progress: say,
+		Processes: true, Context: ctx})
 	if err != nil {
 		return err
 	}
@@ -74,10 +80,7 @@ func run(workdir string, once bool, poll, timeout time.Duration, out io.Writer) 
 		say("stopping the clusters, the hub, the agents and the Git server")
 		w.Stop()
 	}()
-	// SIGHUP and SIGPIPE (a closed terminal or pipe) also stop the demo cleanly, so no apiserver
-	// is left behind.
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
-	defer cancel()
+	say("the hub and the agents run as their own processes with their shipped ServiceAccounts; logs in %s", w.LogDir())
 
 	say("pushing apps/web.yaml (a CellPlacement over the three cells and ServerlessApp web, image v1) to main with git")
 	if _, err := w.Source.Commit("Add web", map[string]string{"apps/web.yaml": testenv.SampleApp("ghcr.io/knative/helloworld-go:v1", time.Minute)}); err != nil {

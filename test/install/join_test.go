@@ -79,7 +79,7 @@ func TestJoin(t *testing.T) {
 	}
 	base := []string{"join", "cell-1", "--kubeconfig", member.Kubeconfig, "--hub-kubeconfig", hub.Kubeconfig,
 		"--namespaces", cellNS, "--git-url", repoURL, "--git-username", testenv.WorldGitUser, "--git-password-file", pw,
-		"--cluster", "member-1", "--cell-labels", hubv1alpha1.LabelEnv + "=demo", "--interval", "2s", "--heartbeat-interval", "1s",
+		"--member-cluster", "member-1", "--cell-labels", hubv1alpha1.LabelEnv + "=demo", "--interval", "2s", "--heartbeat-interval", "1s",
 		"--agent-image", agentImage}
 	with := func(flag, value string) []string { return withAll(base, flag, value) }
 	if err := hubAdmin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: appsNS}}); err != nil {
@@ -200,9 +200,9 @@ func TestJoin(t *testing.T) {
 		t.Errorf("the agent join installed logged a forbidden request:\n%s", grepLines(agentWL.Output(), "forbidden"))
 	}
 
-	// Again: nothing changes.
+	// Again, with the kubeconfig flag before the command as kubectl allows: nothing changes.
 	before := joinedVersions(t, memberAdmin, hubAdmin)
-	out, err = kubectlCells(t, base...)
+	out, err = kubectlCells(t, append([]string{"--kubeconfig", member.Kubeconfig}, withAll(base, "--kubeconfig", member.Kubeconfig)...)...)
 	if err != nil {
 		t.Fatalf("second join: %v\n%s", err, out)
 	}
@@ -215,6 +215,15 @@ func TestJoin(t *testing.T) {
 	}
 	if after := joinedVersions(t, memberAdmin, hubAdmin); fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Errorf("second join changed resourceVersions:\nbefore %v\nafter  %v", before, after)
+	}
+
+	// The same cell from another cluster is refused and changes nothing.
+	out, err = kubectlCells(t, with("--member-cluster", "member-2")...)
+	if err == nil || !strings.Contains(out, `cell cell-1 is already hosted by cluster "member-1"`) {
+		t.Errorf("joining cell-1 as another cluster: err %v, said %q", err, out)
+	}
+	if after := joinedVersions(t, memberAdmin, hubAdmin); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("a refused join changed resourceVersions:\nbefore %v\nafter  %v", before, after)
 	}
 
 	out, err = kubectlCells(t, "unjoin", "cell-1", "--kubeconfig", member.Kubeconfig, "--hub-kubeconfig", hub.Kubeconfig)

@@ -47,6 +47,12 @@ type WorldOptions struct {
 	Dir string
 	// Progress, when set, is told what is starting.
 	Progress func(format string, args ...any)
+	// Processes runs the hub and each agent as their real binaries, each its own process with
+	// a token of its shipped ServiceAccount and the shipped RBAC (config/rbac,
+	// config/agent/rbac) instead of in this process as admin. Their logs go to Dir/logs.
+	Processes bool
+	// Context, when set, stops StartWorld between its steps once it is done.
+	Context context.Context
 }
 
 // Member is one member cluster with its agent, hosting one cell.
@@ -109,6 +115,9 @@ func StartWorld(opts WorldOptions) (w *World, err error) {
 	if w.RepoURL, err = w.Git.CreateRepo(WorldRepo); err != nil {
 		return w, err
 	}
+	if err := w.interrupted(); err != nil {
+		return w, err
+	}
 	opts.Progress("starting the hub apiserver (envtest: kube-apiserver + etcd)")
 	if w.Hub, err = StartCluster(ClusterOptions{HubCRDs: true}); err != nil {
 		return w, err
@@ -127,6 +136,9 @@ func StartWorld(opts WorldOptions) (w *World, err error) {
 		return w, err
 	}
 	for i := 1; i <= opts.Members; i++ {
+		if err := w.interrupted(); err != nil {
+			return w, err
+		}
 		name := fmt.Sprintf("member-%d", i)
 		opts.Progress("starting %s: apiserver with the Knative Serving CRDs, kwok simulating Knative status, and an agent for cell-%d", name, i)
 		m, err := w.StartMember(name, fmt.Sprintf("cell-%d", i))
@@ -140,6 +152,20 @@ func StartWorld(opts WorldOptions) (w *World, err error) {
 	}
 	return w, nil
 }
+
+// interrupted is the Context's error, once it is done.
+func (w *World) interrupted() error {
+	if w.Opts.Context == nil {
+		return nil
+	}
+	if err := w.Opts.Context.Err(); err != nil {
+		return fmt.Errorf("interrupted while starting: %w", err)
+	}
+	return nil
+}
+
+// LogDir is where the hub's and the agents' processes write their logs (Processes).
+func (w *World) LogDir() string { return filepath.Join(w.Opts.Dir, "logs") }
 
 // seedHub creates the hub's namespace and Git Secret, one Cell per member, the apps namespace
 // and its AppSource.
@@ -176,8 +202,21 @@ func gitCredentials(ns string) *corev1.Secret {
 	}
 }
 
-// startHub runs the real hub manager in this process.
+// startHub runs the real hub manager: its binary as the shipped ServiceAccount (Processes), or
+// in this process.
 func (w *World) startHub() error {
+	if w.Opts.Processes {
+		p, err := StartAsServiceAccount(w.Hub.Config, "config/rbac", WorldHubNamespace, "cellsync-hub", "./hub/cmd/hub",
+			filepath.Join(w.LogDir(), "hub.log"),
+			"--namespace="+WorldHubNamespace, "--git-url="+w.RepoURL, "--git-secret=git-credentials",
+			"--status-interval="+w.Opts.Poll.String(), "--stale-after="+w.Opts.StaleAfter.String(), "--resync-interval=10m",
+			"--leader-elect=true", "--metrics-bind-address=0", "--health-probe-bind-address=0")
+		if err != nil {
+			return fmt.Errorf("starting the hub: %w", err)
+		}
+		w.stopHub = p.Stop
+		return nil
+	}
 	mgr, err := ctrl.NewManager(w.Hub.Config, ctrl.Options{
 		Scheme:                 hubmanager.Scheme(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -260,7 +299,19 @@ func (w *World) StartMember(name, cell string) (*Member, error) {
 	}); err != nil {
 		return fail(err)
 	}
-	if m.stopAgent, err = StartAgent(cl.Config, WorldHubNamespace, filepath.Join(w.Opts.Dir, "agents", name+"-"+fmt.Sprint(time.Now().UnixNano()))); err != nil {
+	data := filepath.Join(w.Opts.Dir, "agents", name+"-"+fmt.Sprint(time.Now().UnixNano()))
+	if w.Opts.Processes {
+		p, err := StartAsServiceAccount(cl.Config, "config/agent/rbac", WorldHubNamespace, "cellsync-agent", "./agent/cmd/agent",
+			filepath.Join(w.LogDir(), name+"-agent.log"),
+			"--namespace="+WorldHubNamespace, "--data-dir="+data,
+			"--leader-elect=true", "--metrics-bind-address=0", "--health-probe-bind-address=0")
+		if err != nil {
+			return fail(fmt.Errorf("starting the agent of %s: %w", name, err))
+		}
+		m.stopAgent = p.Stop
+		return m, nil
+	}
+	if m.stopAgent, err = StartAgent(cl.Config, WorldHubNamespace, data); err != nil {
 		return fail(err)
 	}
 	return m, nil

@@ -105,7 +105,7 @@ on any error nothing is created. Running join again with the same flags changes 
 	f.StringVar(&o.gitTokenFile, "git-bearer-token-file", "", "File holding a Git bearer token.")
 	f.StringVar(&o.sshKeyFile, "ssh-key-file", "", "Private SSH key for ssh:// URLs.")
 	f.StringVar(&o.knownHostsFile, "known-hosts-file", "", "known_hosts for ssh:// URLs.")
-	f.StringVar(&o.cluster, "cluster", "", "Name of this cluster on the hub (Cell spec.cluster; default: the kubeconfig's cluster name).")
+	f.StringVar(&o.cluster, "member-cluster", "", "Name of this cluster on the hub (the Cell's spec.cluster; default: the kubeconfig's cluster name).")
 	f.StringVar(&o.runtime, "runtime", string(hubv1alpha1.RuntimeKnative), "What runs the cell's apps: knative or kubernetes.")
 	f.StringToStringVar(&o.labels, "cell-labels", nil, "Labels of the Cell, for placements (for example cellsync.io/region=eu,cellsync.io/env=prod).")
 	f.StringVar(&o.hubKubeconfig, "hub-kubeconfig", "", "Kubeconfig of the hub; without it the Cell is printed, to commit to main.")
@@ -244,7 +244,7 @@ func clusterName(flags *genericclioptions.ConfigFlags) (string, error) {
 		name = *flags.ClusterName
 	}
 	if errs := validation.IsDNS1123Label(name); len(errs) > 0 {
-		return "", fmt.Errorf("the kubeconfig's cluster name %q cannot name the member on the hub (%s): set --cluster", name, strings.Join(errs, "; "))
+		return "", fmt.Errorf("the kubeconfig's cluster name %q cannot name the member on the hub (%s): set --member-cluster", name, strings.Join(errs, "; "))
 	}
 	return name, nil
 }
@@ -256,7 +256,7 @@ func planJoin(ctx context.Context, member, hub *cluster, cell string, o joinOpti
 		return nil, fmt.Errorf("%q is not a valid cell name: %s", cell, strings.Join(errs, "; "))
 	}
 	if errs := validation.IsDNS1123Label(o.cluster); len(errs) > 0 {
-		return nil, fmt.Errorf("--cluster %q is not a valid cluster name: %s", o.cluster, strings.Join(errs, "; "))
+		return nil, fmt.Errorf("--member-cluster %q is not a valid cluster name: %s", o.cluster, strings.Join(errs, "; "))
 	}
 	if len(o.namespaces) == 0 {
 		return nil, errors.New("--namespaces is required: the namespaces the cell owns in this cluster")
