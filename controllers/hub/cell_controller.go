@@ -34,6 +34,15 @@ type CellReconciler struct {
 	Events  <-chan event.GenericEvent
 	// StaleAfter is how old a heartbeat may be before the cell is Stale.
 	StaleAfter time.Duration
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+}
+
+func (r *CellReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
 }
 
 // +kubebuilder:rbac:groups=hub.cellsync.io,resources=cells,verbs=list;watch
@@ -63,8 +72,8 @@ func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (resul
 		return ctrl.Result{}, reconcile.TerminalError(fmt.Errorf("%s", out.Message))
 	}
 	entry, ok := r.Reports.Get(cell.Name)
-	view := intake.View(entry, ok, time.Now(), r.StaleAfter)
-	out = cellHealth(cell, view)
+	view := intake.View(entry, ok, r.now(), r.StaleAfter)
+	out = CellStatus(cell, view)
 	r.reportTrust(cell, view)
 	if view.HasReport && !view.Stale {
 		// Look again when the heartbeat would turn stale.
@@ -73,9 +82,11 @@ func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (resul
 	return ctrl.Result{}, nil
 }
 
-// cellHealth writes what the agent's report says into the cell's status. A stale cell is never
-// Ready, whatever its last report said.
-func cellHealth(cell *hubv1alpha1.Cell, v intake.CellView) outcome.Outcome {
+// CellStatus writes what the agent's report says into the cell's status and returns how the
+// cell stands; it reads no clock (the view was judged at a given time). A stale cell is never
+// Ready, whatever its last report said; an agent still converging makes the cell Reconciling,
+// not failed; messages hold no ages, so that nothing changes while the state does not.
+func CellStatus(cell *hubv1alpha1.Cell, v intake.CellView) outcome.Outcome {
 	if !v.HasReport {
 		conditions.MarkUnknown(cell, hubv1alpha1.StaleCondition, hubv1alpha1.ReasonNoReport, "%s", v.Message)
 		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonNoReport, Message: v.Message}
@@ -87,6 +98,10 @@ func cellHealth(cell *hubv1alpha1.Cell, v intake.CellView) outcome.Outcome {
 	case v.Stale:
 		conditions.MarkTrue(cell, hubv1alpha1.StaleCondition, hubv1alpha1.ReasonStale, "%s", v.Message)
 		return outcome.Outcome{Kind: outcome.Failed, Reason: hubv1alpha1.ReasonStale, Message: v.Message}
+	case !v.AgentReady && v.AgentProgressing:
+		// Waiting is not failure: the agent is on its way (its first branch, a commit it applies).
+		conditions.MarkFalse(cell, hubv1alpha1.StaleCondition, hubv1alpha1.ReasonHeartbeat, "Heartbeat is fresh")
+		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonAgentProgressing, Message: v.Message}
 	case !v.AgentReady:
 		conditions.MarkFalse(cell, hubv1alpha1.StaleCondition, hubv1alpha1.ReasonHeartbeat, "Heartbeat is fresh")
 		return outcome.Outcome{Kind: outcome.Failed, Reason: hubv1alpha1.ReasonAgentNotReady, Message: v.Message}

@@ -128,7 +128,7 @@ func TestHubSeesAgentReports(t *testing.T) {
 	g.Expect(time.Since(got.Status.LastHeartbeatTime.Time)).To(BeNumerically(">=", staleAfter))
 	waitFor(t, app, func(g Gomega, a *hubv1alpha1.ServerlessApp) {
 		g.Expect(a.Status.ReadyCells).To(Equal(0))
-		g.Expect(a.Status.CellStatuses[0].Message).To(ContainSubstring("older than"))
+		g.Expect(a.Status.CellStatuses[0].Message).To(ContainSubstring("No heartbeat since"))
 	})
 }
 

@@ -21,6 +21,9 @@ type CellView struct {
 	Stale bool
 	// AgentReady is the agent's own Ready condition.
 	AgentReady bool
+	// AgentProgressing is true when the agent is not ready because it is still on its way
+	// (its Reconciling condition is True): waiting, not failing.
+	AgentProgressing bool
 	Heartbeat  metav1.Time
 	Applied    string
 	Message    string
@@ -29,17 +32,17 @@ type CellView struct {
 }
 
 // View judges a cell's report at now: a report older than staleAfter is stale, and a stale cell
-// never counts as ready.
+// never counts as ready. Its messages hold no ages, so that they stay the same while the state
+// does: the heartbeat's age is a printer column computed from status.lastHeartbeatTime.
 func View(e Entry, ok bool, now time.Time, staleAfter time.Duration) CellView {
 	if !ok {
 		return CellView{Message: "No report from the cell's agent yet"}
 	}
 	v := CellView{HasReport: true, Heartbeat: e.Report.HeartbeatTime, Applied: e.Report.AppliedCommit}
 	v.StaleAt = e.Report.HeartbeatTime.Add(staleAfter)
-	age := now.Sub(e.Report.HeartbeatTime.Time).Round(time.Second)
 	if !now.Before(v.StaleAt) {
 		v.Stale = true
-		v.Message = fmt.Sprintf("Last heartbeat %s ago, older than %s", age, staleAfter)
+		v.Message = fmt.Sprintf("No heartbeat since %s, more than %s ago", e.Report.HeartbeatTime.UTC().Format(time.RFC3339), staleAfter)
 		return v
 	}
 	ready := apimeta.FindStatusCondition(e.Report.Conditions, meta.ReadyCondition)
@@ -48,8 +51,9 @@ func View(e Entry, ok bool, now time.Time, staleAfter time.Duration) CellView {
 		v.Message = "The agent reports no Ready condition"
 	case ready.Status == metav1.ConditionTrue:
 		v.AgentReady = true
-		v.Message = fmt.Sprintf("Agent ready, heartbeat %s ago", age)
+		v.Message = "Agent ready"
 	default:
+		v.AgentProgressing = apimeta.IsStatusConditionTrue(e.Report.Conditions, meta.ReconcilingCondition)
 		v.Message = fmt.Sprintf("Agent not ready: %s", ready.Message)
 	}
 	return v

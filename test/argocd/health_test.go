@@ -105,7 +105,7 @@ func TestHealthScript(t *testing.T) {
 	if err := yaml.Unmarshal(patch, &cm); err != nil {
 		t.Fatal(err)
 	}
-	for _, kind := range []string{"hub.cellsync.io_Cell", "hub.cellsync.io_CellPlacement", "hub.cellsync.io_ServerlessApp", "hub.cellsync.io_Rollout", "hub.cellsync.io_RolloutStep", "agent.cellsync.io_CellSync"} {
+	for _, kind := range []string{"hub.cellsync.io_Cell", "hub.cellsync.io_CellPlacement", "hub.cellsync.io_ServerlessApp", "hub.cellsync.io_Rollout", "hub.cellsync.io_RolloutStep", "hub.cellsync.io_AppSource", "agent.cellsync.io_CellSync"} {
 		got := cm.Data["resource.customizations.health."+kind]
 		if strings.TrimSpace(got) != strings.TrimSpace(script) {
 			t.Errorf("argocd-cm-patch.yaml has a different script for %s; regenerate it from health.lua", kind)

@@ -59,6 +59,7 @@ const (
 	ReasonHeartbeat         = "HeartbeatFresh"
 	ReasonAgentReady        = "AgentReady"
 	ReasonAgentNotReady     = "AgentNotReady"
+	ReasonAgentProgressing  = "AgentProgressing" // not ready yet, still converging: Reconciling, not failed
 	ReasonRolledOut         = "RolledOut"
 	ReasonInvalidStrategy   = "InvalidStrategy"
 	ReasonStepApplied       = "StepApplied"
