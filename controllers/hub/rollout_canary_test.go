@@ -326,7 +326,7 @@ func TestCanaryWalksSteps(t *testing.T) {
 	// ... nor while it reports the right commit, Ready, with a stale heartbeat (policy Wait).
 	agents.report(app, cellReport{cell: "rw-b", applied: h3["cells/rw-b"], revision: rev2, ready: true, heartbeat: time.Now().Add(-time.Minute)})
 	waitRollout(t, ro, func(g Gomega, r *hubv1alpha1.Rollout) {
-		g.Expect(r.Status.Message).To(ContainSubstring("rw-b: Last heartbeat"))
+		g.Expect(r.Status.Message).To(ContainSubstring("rw-b: No heartbeat since"))
 	})
 	g.Consistently(func(g Gomega) {
 		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ro), ro)).To(Succeed())

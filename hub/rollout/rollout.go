@@ -224,6 +224,8 @@ func Judge(app, appNamespace string, cells []Expectation, reports *intake.Report
 			default:
 				g.Waiting = append(g.Waiting, note(exp.Cell, v.Message))
 			}
+		case e.Report.AppliedCommit == "":
+			g.Waiting = append(g.Waiting, note(exp.Cell, fmt.Sprintf("nothing applied yet, waiting for %s", short(exp.Commit))))
 		case e.Report.AppliedCommit != exp.Commit:
 			g.Waiting = append(g.Waiting, note(exp.Cell, fmt.Sprintf("applied %s, waiting for %s", short(e.Report.AppliedCommit), short(exp.Commit))))
 		default:

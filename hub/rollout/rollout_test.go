@@ -122,7 +122,8 @@ func TestJudge(t *testing.T) {
 	}{
 		{"all report the commit, ready", map[string]intake.Entry{"a": report("new-a", time.Second, true, ""), "b": report("new-b", time.Second, true, "")}, StaleWait, true, false, "Every masked cell"},
 		{"one on an older commit", map[string]intake.Entry{"a": report("new-a", time.Second, true, ""), "b": report("old-b", time.Second, true, "")}, StaleWait, false, false, "b: applied old-b, waiting for new-b"},
-		{"ready with a stale heartbeat waits", map[string]intake.Entry{"a": report("new-a", time.Second, true, ""), "b": report("new-b", 10*time.Minute, true, "")}, StaleWait, false, false, "b: Last heartbeat"},
+		{"one that applied nothing yet", map[string]intake.Entry{"a": report("new-a", time.Second, true, ""), "b": report("", time.Second, false, "")}, StaleWait, false, false, "b: nothing applied yet, waiting for new-b"},
+		{"ready with a stale heartbeat waits", map[string]intake.Entry{"a": report("new-a", time.Second, true, ""), "b": report("new-b", 10*time.Minute, true, "")}, StaleWait, false, false, "b: No heartbeat since"},
 		{"stale cell skipped by policy", map[string]intake.Entry{"a": report("new-a", time.Second, true, ""), "b": report("new-b", 10*time.Minute, true, "")}, StaleSkip, true, false, "skipped stale cells: b"},
 		{"stale cell fails by policy", map[string]intake.Entry{"a": report("new-a", time.Second, true, "")}, StaleFail, false, true, "b: No report"},
 		{"canary not ready, within threshold", map[string]intake.Entry{"a": report("new-a", time.Second, false, "RevisionFailed"), "b": report("new-b", time.Second, true, "")}, StaleWait, false, false, "a: RevisionFailed"},
