@@ -52,7 +52,13 @@ func TestHubSeesAgentReports(t *testing.T) {
 	waitCell(t, cell, func(g Gomega, c *hubv1alpha1.Cell) {
 		g.Expect(apimeta.FindStatusCondition(c.Status.Conditions, meta.ReadyCondition).Reason).To(Equal(hubv1alpha1.ReasonNoReport))
 	})
-	revision := waitReady(t, app).Status.Revision
+	before := waitReady(t, app)
+	revision := before.Status.Revision
+	// Rendered but ready nowhere: on its way, never Ready.
+	beforeReady := apimeta.FindStatusCondition(before.Status.Conditions, meta.ReadyCondition)
+	g.Expect(beforeReady.Status).To(Equal(metav1.ConditionFalse))
+	g.Expect(beforeReady.Reason).To(Equal(hubv1alpha1.ReasonWaitingForCells))
+	g.Expect(beforeReady.Message).To(ContainSubstring("ready in 0"))
 	ro := &hubv1alpha1.Rollout{ObjectMeta: metav1.ObjectMeta{Namespace: "intake", Name: "reported"}}
 	waitRollout(t, ro, func(g Gomega, r *hubv1alpha1.Rollout) {
 		g.Expect(r.OwnerReferences).To(HaveLen(1), "owned by the app")
@@ -93,6 +99,11 @@ func TestHubSeesAgentReports(t *testing.T) {
 		g.Expect(a.Status.CellStatuses[0].Cell).To(Equal("s-1"))
 		g.Expect(a.Status.CellStatuses[0].Ready).To(BeTrue())
 		g.Expect(a.Status.CellStatuses[0].Revision).To(HavePrefix("reported-"))
+		// Ready in its one cell: Ready, and the message says so.
+		ready := apimeta.FindStatusCondition(a.Status.Conditions, meta.ReadyCondition)
+		g.Expect(ready.Status).To(Equal(metav1.ConditionTrue))
+		g.Expect(ready.Message).To(ContainSubstring("ready in 1"))
+		g.Expect(apimeta.FindStatusCondition(a.Status.Conditions, meta.ReconcilingCondition)).To(BeNil())
 	})
 	// The rollout completed: kubectl shows it with the revision as stable.
 	waitRollout(t, ro, func(g Gomega, r *hubv1alpha1.Rollout) {

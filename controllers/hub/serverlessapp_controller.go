@@ -193,6 +193,11 @@ func appOutcome(app *hubv1alpha1.ServerlessApp, res *placement.Result, commits i
 	if len(res.Missing) > 0 {
 		msg += fmt.Sprintf("; placement names missing cells: %s", strings.Join(res.Missing, ", "))
 	}
+	// Ready means ready in every cell: until then the app is on its way (Reconciling;
+	// Progressing in Argo CD), never Ready with a message that says otherwise.
+	if app.Status.ReadyCells < len(res.Cells) {
+		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonWaitingForCells, Message: msg}
+	}
 	return outcome.Outcome{Kind: outcome.Succeeded, Reason: hubv1alpha1.ReasonRendered, Message: msg}
 }
 

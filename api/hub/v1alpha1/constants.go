@@ -42,6 +42,7 @@ const (
 	ReasonPlacementFailed   = "PlacementFailed"
 	ReasonTenantViolation   = "TenantViolation"
 	ReasonNoCells           = "NoCellsResolved"
+	ReasonWaitingForCells   = "WaitingForCells" // rendered; not yet ready in every cell
 	ReasonOverrideFailed    = "OverrideFailed"
 	ReasonRenderFailed      = "RenderFailed"
 	ReasonGitAuthFailed     = "GitAuthenticationFailed"
