@@ -80,7 +80,7 @@ func TestJoin(t *testing.T) {
 	base := []string{"join", "cell-1", "--kubeconfig", member.Kubeconfig, "--hub-kubeconfig", hub.Kubeconfig,
 		"--namespaces", cellNS, "--git-url", repoURL, "--git-username", testenv.WorldGitUser, "--git-password-file", pw,
 		"--member-cluster", "member-1", "--cell-labels", hubv1alpha1.LabelEnv + "=demo", "--interval", "2s", "--heartbeat-interval", "1s",
-		"--agent-image", agentImage}
+		"--agent-image", agentImage, "--sign-reports"}
 	with := func(flag, value string) []string { return withAll(base, flag, value) }
 	if err := hubAdmin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: appsNS}}); err != nil {
 		t.Fatal(err)
@@ -198,6 +198,13 @@ func TestJoin(t *testing.T) {
 	})
 	if strings.Contains(strings.ToLower(agentWL.Output()), "forbidden") {
 		t.Errorf("the agent join installed logged a forbidden request:\n%s", grepLines(agentWL.Output(), "forbidden"))
+	}
+	// --sign-reports: the Cell trusts one key, and the agent's reports are signed with it.
+	if len(cell.Spec.ReportKeys) != 1 {
+		t.Errorf("the Cell trusts %d report keys, want the one join made", len(cell.Spec.ReportKeys))
+	}
+	if !meta.IsStatusConditionTrue(cell.Status.Conditions, hubv1alpha1.ReportTrustedCondition) {
+		t.Errorf("cell-1's reports are not trusted: %s", conditionSummary(cell.Status.Conditions))
 	}
 
 	// Again, with the kubeconfig flag before the command as kubectl allows: nothing changes.
