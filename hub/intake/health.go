@@ -24,9 +24,9 @@ type CellView struct {
 	// AgentProgressing is true when the agent is not ready because it is still on its way
 	// (its Reconciling condition is True): waiting, not failing.
 	AgentProgressing bool
-	Heartbeat  metav1.Time
-	Applied    string
-	Message    string
+	Heartbeat        metav1.Time
+	Applied          string
+	Message          string
 	// StaleAt is when a fresh report turns stale.
 	StaleAt time.Time
 }
