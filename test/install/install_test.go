@@ -67,28 +67,8 @@ func TestInstallAsShipped(t *testing.T) {
 	}
 	ctx := context.Background()
 	dir := t.TempDir()
-
-	git, err := testenv.StartGitServer(testenv.WorldGitUser, testenv.WorldGitPassword)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer git.Close()
-	repoURL, err := git.CreateRepo("gitops")
-	if err != nil {
-		t.Fatal(err)
-	}
-
 	hubAudit, memberAudit := filepath.Join(dir, "hub-audit.log"), filepath.Join(dir, "member-audit.log")
-	hub, err := testenv.StartCluster(testenv.ClusterOptions{AuditLog: hubAudit})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = hub.Stop() }()
-	member, err := testenv.StartCluster(testenv.ClusterOptions{KwokStages: []string{testenv.KnativeStages()}, AuditLog: memberAudit})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = member.Stop() }()
+	git, repoURL, hub, member := startParts(t, hubAudit, memberAudit)
 
 	// helm install cellsync-hub charts/cellsync-hub -n cellsync-system --create-namespace ...
 	hubProbe, _ := testenv.FreePort()
@@ -126,20 +106,12 @@ func TestInstallAsShipped(t *testing.T) {
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: appsNS}},
 		&hubv1alpha1.Cell{ObjectMeta: metav1.ObjectMeta{Name: "cell-1", Labels: map[string]string{hubv1alpha1.LabelEnv: "demo"}},
 			Spec: hubv1alpha1.CellSpec{Cluster: "member-1", Namespaces: []string{cellNS}}},
-		&hubv1alpha1.AppSource{ObjectMeta: metav1.ObjectMeta{Namespace: appsNS, Name: "main"},
-			Spec: hubv1alpha1.AppSourceSpec{Branch: "main", Path: "apps", Interval: metav1.Duration{Duration: 2 * time.Second}, Prune: true}},
 	} {
 		if err := hubAdmin.Create(ctx, o); err != nil {
 			t.Fatal(err)
 		}
 	}
-	src, err := testenv.CloneSource(git.AuthURL("gitops"), filepath.Join(dir, "source"), "main")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := src.Commit("Add web", map[string]string{"apps/web.yaml": app}); err != nil {
-		t.Fatal(err)
-	}
+	src := shipApp(t, hubAdmin, git, dir)
 
 	alive := func() {
 		t.Helper()
@@ -215,27 +187,52 @@ func TestInstallAsShipped(t *testing.T) {
 	}
 }
 
-const app = `apiVersion: hub.cellsync.io/v1alpha1
-kind: CellPlacement
-metadata:
-  name: everywhere
-  namespace: shop
-spec:
-  cellSelector:
-    matchLabels:
-      cellsync.io/env: demo
----
-apiVersion: hub.cellsync.io/v1alpha1
-kind: ServerlessApp
-metadata:
-  name: web
-  namespace: shop
-spec:
-  placementRef:
-    name: everywhere
-  template:
-    image: ghcr.io/knative/helloworld-go:v1
-`
+// app is the sample app without a canary: one cell here.
+var app = testenv.PlainApp("ghcr.io/knative/helloworld-go:v1")
+
+// shipApp does what the README says to ship apps: an AppSource for main, and the sample app
+// pushed to it with git. It returns the clone of main.
+func shipApp(t *testing.T, hub client.Client, git *testenv.GitServer, dir string) *testenv.Workdir {
+	t.Helper()
+	if err := hub.Create(context.Background(), &hubv1alpha1.AppSource{ObjectMeta: metav1.ObjectMeta{Namespace: appsNS, Name: "main"},
+		Spec: hubv1alpha1.AppSourceSpec{Branch: "main", Path: "apps", Interval: metav1.Duration{Duration: 2 * time.Second}, Prune: true}}); err != nil {
+		t.Fatal(err)
+	}
+	src, err := testenv.CloneSource(git.AuthURL("gitops"), filepath.Join(dir, "source"), "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Commit("Add web", map[string]string{"apps/web.yaml": app}); err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
+// startParts starts a Git server with an empty repository, a hub apiserver and a member
+// apiserver (Knative CRDs, kwok), with audit logs where paths are given; t's cleanup stops them.
+func startParts(t *testing.T, hubAudit, memberAudit string) (*testenv.GitServer, string, *testenv.Cluster, *testenv.Cluster) {
+	t.Helper()
+	git, err := testenv.StartGitServer(testenv.WorldGitUser, testenv.WorldGitPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(git.Close)
+	repoURL, err := git.CreateRepo("gitops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub, err := testenv.StartCluster(testenv.ClusterOptions{AuditLog: hubAudit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = hub.Stop() })
+	member, err := testenv.StartCluster(testenv.ClusterOptions{KwokStages: []string{testenv.KnativeStages()}, AuditLog: memberAudit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = member.Stop() })
+	return git, repoURL, hub, member
+}
 
 // install server-side applies rendered chart objects as cluster admin (helm install) and
 // returns an admin client.

@@ -33,25 +33,7 @@ func TestJoin(t *testing.T) {
 	inContainers := images(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	git, err := testenv.StartGitServer(testenv.WorldGitUser, testenv.WorldGitPassword)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer git.Close()
-	repoURL, err := git.CreateRepo("gitops")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hub, err := testenv.StartCluster(testenv.ClusterOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = hub.Stop() }()
-	member, err := testenv.StartCluster(testenv.ClusterOptions{KwokStages: []string{testenv.KnativeStages()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = member.Stop() }()
+	git, repoURL, hub, member := startParts(t, "", "")
 	probe, _ := testenv.FreePort()
 	hubObjs := render(t, "cellsync-hub", "cellsync-hub", systemNS, "git.url="+repoURL, "statusInterval=2s", "staleAfter=30s",
 		"metrics.port=0", fmt.Sprintf("probes.port=%d", probe))
@@ -172,17 +154,7 @@ func TestJoin(t *testing.T) {
 	}
 	defer agentWL.Stop()
 	// A cell turns Ready once its agent applied its branch: place the sample app on it.
-	if err := hubAdmin.Create(ctx, &hubv1alpha1.AppSource{ObjectMeta: metav1.ObjectMeta{Namespace: appsNS, Name: "main"},
-		Spec: hubv1alpha1.AppSourceSpec{Branch: "main", Path: "apps", Interval: metav1.Duration{Duration: 2 * time.Second}, Prune: true}}); err != nil {
-		t.Fatal(err)
-	}
-	src, err := testenv.CloneSource(git.AuthURL("gitops"), filepath.Join(dir, "source"), "main")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := src.Commit("Add web", map[string]string{"apps/web.yaml": app}); err != nil {
-		t.Fatal(err)
-	}
+	shipApp(t, hubAdmin, git, dir)
 	cell := &hubv1alpha1.Cell{}
 	waitUntil(t, 3*time.Minute, func() {
 		if agentWL.Exited() || hubWL.Exited() {

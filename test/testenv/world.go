@@ -353,6 +353,23 @@ func (w *World) Stop() {
 // SampleApp is the YAML the demo and the e2e suite push to main: a placement over every cell of
 // the world and a canary app that walks [cell-1 20 %] → [cell-1, cell-2 50 %] → [all 100 %].
 func SampleApp(image string, failureThreshold time.Duration) string {
+	return PlainApp(image) + fmt.Sprintf(`  strategy:
+    type: Canary
+    canary:
+      failureThreshold: %s
+      steps:
+      - cells: {names: [cell-1]}
+        weight: 20
+      - cells: {names: [cell-1, cell-2]}
+        weight: 50
+      - cells: {percent: 100}
+        weight: 100
+`, failureThreshold)
+}
+
+// PlainApp is the sample app without a strategy (all cells at once), placed on every cell
+// labelled cellsync.io/env=demo.
+func PlainApp(image string) string {
 	return fmt.Sprintf(`apiVersion: hub.cellsync.io/v1alpha1
 kind: CellPlacement
 metadata:
@@ -376,16 +393,5 @@ spec:
     env:
     - name: TARGET
       value: cellsync
-  strategy:
-    type: Canary
-    canary:
-      failureThreshold: %[3]s
-      steps:
-      - cells: {names: [cell-1]}
-        weight: 20
-      - cells: {names: [cell-1, cell-2]}
-        weight: 50
-      - cells: {percent: 100}
-        weight: 100
-`, WorldAppsNamespace, image, failureThreshold)
+`, WorldAppsNamespace, image)
 }
