@@ -34,15 +34,6 @@ type CellReconciler struct {
 	Events  <-chan event.GenericEvent
 	// StaleAfter is how old a heartbeat may be before the cell is Stale.
 	StaleAfter time.Duration
-	// Now is the clock (time.Now when nil).
-	Now func() time.Time
-}
-
-func (r *CellReconciler) now() time.Time {
-	if r.Now != nil {
-		return r.Now()
-	}
-	return time.Now()
 }
 
 // +kubebuilder:rbac:groups=hub.cellsync.io,resources=cells,verbs=list;watch
@@ -72,7 +63,7 @@ func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (resul
 		return ctrl.Result{}, reconcile.TerminalError(fmt.Errorf("%s", out.Message))
 	}
 	entry, ok := r.Reports.Get(cell.Name)
-	view := intake.View(entry, ok, r.now(), r.StaleAfter)
+	view := intake.View(entry, ok, time.Now(), r.StaleAfter)
 	out = CellStatus(cell, view)
 	r.reportTrust(cell, view)
 	if view.HasReport && !view.Stale {

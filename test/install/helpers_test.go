@@ -120,14 +120,13 @@ var (
 // container runtime is here to run them.
 func images(t *testing.T) bool {
 	t.Helper()
-	podman, env := testenv.ContainerRuntime()
-	if podman == "" {
+	if !testenv.HasContainerRuntime() {
 		return false
 	}
 	imagesOnce.Do(func() {
 		cmd := exec.Command("make", "images")
 		cmd.Dir = testenv.RepoRoot()
-		cmd.Env = append(append(os.Environ(), env...), "MAKEFLAGS=")
+		cmd.Env = append(testenv.PodmanEnv(), "MAKEFLAGS=")
 		out, err := cmd.CombinedOutput()
 		imagesOut, imagesErr = string(out), err
 	})
@@ -141,17 +140,10 @@ func image(t *testing.T, name string) string {
 	return makeVar(t, "IMAGE_REGISTRY") + "/" + name + ":" + makeVar(t, "VERSION")
 }
 
-// podman runs podman with the flags these machines need.
+// podman runs podman with the settings these machines need.
 func podman(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	p, env := testenv.ContainerRuntime()
-	full := args
-	if _, err := exec.LookPath("runc"); err == nil {
-		full = append([]string{"--runtime", "runc"}, args...)
-	}
-	cmd := exec.Command(p, full...)
-	cmd.Env = append(os.Environ(), env...)
-	out, err := cmd.CombinedOutput()
+	out, err := testenv.Podman(args...).CombinedOutput()
 	return string(out), err
 }
 

@@ -11,7 +11,7 @@ import (
 // `make images` builds the hub, agent and kubectl-cells images from the tree: each runs as user
 // 65532 with its binary as entrypoint, holds no shell, and prints its version.
 func TestImages(t *testing.T) {
-	if p, _ := testenv.ContainerRuntime(); p == "" {
+	if !testenv.HasContainerRuntime() {
 		t.Skip("no podman here: .ci/run installs it; the install test runs the binaries as processes instead")
 	}
 	images(t)

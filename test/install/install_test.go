@@ -96,9 +96,9 @@ func TestInstallAsShipped(t *testing.T) {
 	memberAdmin = install(t, member.Config, agentObjs, agentmanager.Scheme())
 	createGitSecret(t, memberAdmin)
 
-	hubWL := run(t, hub.Config, hubAdmin, hubObjs, "cellsync-hub", "hub", "./hub/cmd/hub", inContainers, dir)
+	hubWL := run(t, hub.Config, hubObjs, "cellsync-hub", "hub", "./hub/cmd/hub", inContainers, dir)
 	defer hubWL.Stop()
-	agentWL := run(t, member.Config, memberAdmin, agentObjs, "cellsync-agent", "agent", "./agent/cmd/agent", inContainers, dir)
+	agentWL := run(t, member.Config, agentObjs, "cellsync-agent", "agent", "./agent/cmd/agent", inContainers, dir)
 	defer agentWL.Stop()
 
 	// On the hub, as the README says: the Cell, an AppSource for main, and the app pushed to it.
@@ -266,7 +266,7 @@ func createGitSecret(t *testing.T, c client.Client) {
 }
 
 // run starts a rendered Deployment's container as its ServiceAccount.
-func run(t *testing.T, cfg *rest.Config, admin client.Client, objs []*unstructured.Unstructured, deployment, imageName, pkg string, inContainers bool, dir string) *testenv.Workload {
+func run(t *testing.T, cfg *rest.Config, objs []*unstructured.Unstructured, deployment, imageName, pkg string, inContainers bool, dir string) *testenv.Workload {
 	t.Helper()
 	d := convert(t, find(objs, "Deployment", deployment), &appsv1.Deployment{})
 	token, err := testenv.MintToken(context.Background(), cfg, d.Namespace, d.Spec.Template.Spec.ServiceAccountName)

@@ -39,7 +39,7 @@ func TestJoin(t *testing.T) {
 		"metrics.port=0", fmt.Sprintf("probes.port=%d", probe))
 	hubAdmin := install(t, hub.Config, hubObjs, hubmanager.Scheme())
 	createGitSecret(t, hubAdmin)
-	hubWL := run(t, hub.Config, hubAdmin, hubObjs, "cellsync-hub", "hub", "./hub/cmd/hub", inContainers, dir)
+	hubWL := run(t, hub.Config, hubObjs, "cellsync-hub", "hub", "./hub/cmd/hub", inContainers, dir)
 	defer hubWL.Stop()
 
 	scheme := manager.Scheme()

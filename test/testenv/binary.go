@@ -46,25 +46,35 @@ type Process struct {
 // StartAgentProcess runs the real agent binary against the cluster for the CellSyncs of
 // namespace, with extra flags after the defaults.
 func StartAgentProcess(kubeconfig, namespace, dataDir string, extra ...string) (*Process, error) {
-	bin, err := Binary("./agent/cmd/agent")
-	if err != nil {
-		return nil, err
-	}
 	logf, err := os.CreateTemp("", "cellsync-agent-*.log")
 	if err != nil {
 		return nil, err
 	}
+	_ = logf.Close()
 	args := append([]string{"--kubeconfig=" + kubeconfig, "--namespace=" + namespace, "--data-dir=" + dataDir,
 		"--leader-elect=false", "--metrics-bind-address=0", "--health-probe-bind-address=0"}, extra...)
+	return startBinary("./agent/cmd/agent", logf.Name(), args...)
+}
+
+// startBinary runs a command of this module with args, its output in logPath; it is killed if
+// this process dies.
+func startBinary(pkg, logPath string, args ...string) (*Process, error) {
+	bin, err := Binary(pkg)
+	if err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		_ = logf.Close()
 		return nil, err
 	}
-	_ = logf.Close()
-	return &Process{Cmd: cmd, Log: logf.Name()}, nil
+	return &Process{Cmd: cmd, Log: logPath}, nil
 }
 
 // Stop ends the process (SIGTERM, then SIGKILL after 10 s) and waits for it.

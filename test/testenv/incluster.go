@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -24,8 +25,6 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -121,19 +120,16 @@ func waitCRD(ctx context.Context, c client.Client, name string) error {
 // filesystem), or, where no container runtime exists, as the plain binary with the same
 // token and args.
 type Workload struct {
-	Name string
-	// Container is the name of the container in the pod; Image its image (podman), Binary the
-	// same program built here (process mode).
-	Image, Binary string
-	Log           string
-	cmd           *exec.Cmd
-	podman        string
-	exited        chan struct{}
+	// Name is the Deployment's.
+	Name   string
+	Log    string
+	cmd    *exec.Cmd
+	podman string
+	exited chan struct{}
 }
 
-// ContainerRuntime is podman's path and whether images run with it here, with the settings
-// these machines need (runc, no default ulimits). Empty when there is none.
-func ContainerRuntime() (string, []string) {
+// podmanSetup is podman's path and the environment and flags it runs with here, found once.
+var podmanSetup = sync.OnceValues(func() (string, []string) {
 	p, err := exec.LookPath("podman")
 	if err != nil {
 		return "", nil
@@ -146,13 +142,31 @@ func ContainerRuntime() (string, []string) {
 		}
 	}
 	return p, env
+})
+
+// HasContainerRuntime tells whether podman is here to build and run images.
+func HasContainerRuntime() bool {
+	p, _ := podmanSetup()
+	return p != ""
 }
 
-func podmanGlobalFlags() []string {
+// PodmanEnv is the environment podman (and `make images`) needs here: a CONTAINERS_CONF without
+// default ulimits, unless one is set.
+func PodmanEnv() []string {
+	_, env := podmanSetup()
+	return append(os.Environ(), env...)
+}
+
+// Podman is a podman command with the settings these machines need: runc where it is installed
+// (crun fails on some kernels' hybrid cgroups) and PodmanEnv.
+func Podman(args ...string) *exec.Cmd {
+	p, _ := podmanSetup()
 	if _, err := exec.LookPath("runc"); err == nil {
-		return []string{"--runtime", "runc"}
+		args = append([]string{"--runtime", "runc"}, args...)
 	}
-	return nil
+	cmd := exec.Command(p, args...)
+	cmd.Env = PodmanEnv()
+	return cmd
 }
 
 // RunDeployment runs the first container of d against the cluster at cfg as ServiceAccount
@@ -170,7 +184,7 @@ func RunDeployment(d *appsv1.Deployment, cfg *rest.Config, token, image, binary,
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	w := &Workload{Name: d.Name, Image: image, Binary: binary, Log: filepath.Join(dir, d.Name+".log"), exited: make(chan struct{})}
+	w := &Workload{Name: d.Name, Log: filepath.Join(dir, d.Name+".log"), exited: make(chan struct{})}
 	env, err := containerEnv(d, ctr)
 	if err != nil {
 		return nil, err
@@ -180,17 +194,16 @@ func RunDeployment(d *appsv1.Deployment, cfg *rest.Config, token, image, binary,
 		return nil, err
 	}
 	defer logf.Close()
-	podman, podmanEnv := ContainerRuntime()
-	if podman != "" && image != "" {
+	if HasContainerRuntime() && image != "" {
 		sa := filepath.Join(dir, d.Name+"-serviceaccount")
 		if err := writeServiceAccountDir(sa, token, cfg.CAData, d.Namespace); err != nil {
 			return nil, err
 		}
 		name := fmt.Sprintf("cellsync-%s-%d", d.Name, time.Now().UnixNano())
-		args := append(podmanGlobalFlags(), "run", "--rm", "--name", name, "--network", "host",
+		args := []string{"run", "--rm", "--name", name, "--network", "host",
 			"--pull", "never", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-			"-e", "KUBERNETES_SERVICE_HOST="+host, "-e", "KUBERNETES_SERVICE_PORT="+port,
-			"-v", sa+":/var/run/secrets/kubernetes.io/serviceaccount:ro")
+			"-e", "KUBERNETES_SERVICE_HOST=" + host, "-e", "KUBERNETES_SERVICE_PORT=" + port,
+			"-v", sa + ":/var/run/secrets/kubernetes.io/serviceaccount:ro"}
 		if sc := ctr.SecurityContext; sc != nil && sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem {
 			args = append(args, "--read-only")
 		}
@@ -209,12 +222,11 @@ func RunDeployment(d *appsv1.Deployment, cfg *rest.Config, token, image, binary,
 		}
 		args = append(args, image)
 		args = append(args, ctr.Args...)
-		w.cmd = exec.Command(podman, args...)
-		w.cmd.Env = append(os.Environ(), podmanEnv...)
+		w.cmd = Podman(args...)
 		w.podman = name
 	} else {
 		kc := filepath.Join(dir, d.Name+".kubeconfig")
-		if err := writeTokenKubeconfig(cfg, token, kc); err != nil {
+		if err := WriteKubeconfig(tokenConfig(cfg, token), kc); err != nil {
 			return nil, err
 		}
 		args := []string{"--kubeconfig=" + kc}
@@ -263,10 +275,7 @@ func (w *Workload) Output() string {
 // Stop stops the workload (SIGTERM, then a kill after 15 s).
 func (w *Workload) Stop() {
 	if w.podman != "" {
-		podman, env := ContainerRuntime()
-		stop := exec.Command(podman, append(podmanGlobalFlags(), "stop", "-t", "10", w.podman)...)
-		stop.Env = append(os.Environ(), env...)
-		_ = stop.Run()
+		_ = Podman("stop", "-t", "10", w.podman).Run()
 	} else if w.cmd.Process != nil {
 		_ = w.cmd.Process.Signal(syscall.SIGTERM)
 	}
@@ -364,13 +373,9 @@ func writeServiceAccountDir(dir, token string, ca []byte, ns string) error {
 	return nil
 }
 
-func writeTokenKubeconfig(cfg *rest.Config, token, path string) error {
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["c"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos["c"] = &clientcmdapi.AuthInfo{Token: token}
-	kc.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "c"}
-	kc.CurrentContext = "c"
-	return clientcmd.WriteToFile(*kc, path)
+// tokenConfig is cfg's server and CA with only a bearer token: what a pod's ServiceAccount has.
+func tokenConfig(cfg *rest.Config, token string) *rest.Config {
+	return &rest.Config{Host: cfg.Host, TLSClientConfig: rest.TLSClientConfig{CAData: cfg.CAData}, BearerToken: token}
 }
 
 // FreePort is a TCP port on 127.0.0.1 free at the time of asking.

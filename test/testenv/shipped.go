@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
@@ -68,23 +66,8 @@ func StartAsServiceAccount(cfg *rest.Config, rbacDir, ns, sa, pkg, logPath strin
 		return nil, err
 	}
 	kc := strings.TrimSuffix(logPath, ".log") + ".kubeconfig"
-	if err := writeTokenKubeconfig(cfg, token, kc); err != nil {
+	if err := WriteKubeconfig(tokenConfig(cfg, token), kc); err != nil {
 		return nil, err
 	}
-	bin, err := Binary(pkg)
-	if err != nil {
-		return nil, err
-	}
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	defer logf.Close()
-	cmd := exec.Command(bin, append([]string{"--kubeconfig=" + kc}, args...)...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	return &Process{Cmd: cmd, Log: logPath}, nil
+	return startBinary(pkg, logPath, append([]string{"--kubeconfig=" + kc}, args...)...)
 }

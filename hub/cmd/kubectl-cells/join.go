@@ -528,16 +528,13 @@ func agentObjects(ns, image string) ([]*unstructured.Unstructured, error) {
 			}
 			_ = unstructured.SetNestedSlice(u.Object, containers, "spec", "template", "spec", "containers")
 		}
-		for _, key := range []string{"subjects"} {
-			subjects, _, _ := unstructured.NestedSlice(u.Object, key)
+		if subjects, ok, _ := unstructured.NestedSlice(u.Object, "subjects"); ok {
 			for _, s := range subjects {
 				if m := s.(map[string]any); m["namespace"] != nil {
 					m["namespace"] = ns
 				}
 			}
-			if subjects != nil {
-				_ = unstructured.SetNestedSlice(u.Object, subjects, key)
-			}
+			_ = unstructured.SetNestedSlice(u.Object, subjects, "subjects")
 		}
 		objs = append(objs, u)
 	}

@@ -114,27 +114,17 @@ func runUnjoin(ctx context.Context, flags *genericclioptions.ConfigFlags, cell s
 			return err
 		}
 	}
-	for _, list := range []client.ObjectList{&corev1.SecretList{}, &corev1.ServiceAccountList{}} {
+	for kind, list := range map[string]client.ObjectList{"secret": &corev1.SecretList{}, "serviceaccount": &corev1.ServiceAccountList{}} {
 		if err := member.client.List(ctx, list, sel, client.InNamespace(ns)); err != nil {
 			return fmt.Errorf("cannot list the cell's objects in the member cluster at %s: %w", member.host, err)
 		}
-		var items []client.Object
-		switch l := list.(type) {
-		case *corev1.SecretList:
-			for i := range l.Items {
-				items = append(items, &l.Items[i])
-			}
-		case *corev1.ServiceAccountList:
-			for i := range l.Items {
-				items = append(items, &l.Items[i])
-			}
+		items, err := meta.ExtractList(list)
+		if err != nil {
+			return err
 		}
 		for _, it := range items {
-			kind := "secret"
-			if _, ok := it.(*corev1.ServiceAccount); ok {
-				kind = "serviceaccount"
-			}
-			if err := del(member, it, fmt.Sprintf("%s/%s (namespace %s)", kind, it.GetName(), ns)); err != nil {
+			o := it.(client.Object)
+			if err := del(member, o, fmt.Sprintf("%s/%s (namespace %s)", kind, o.GetName(), ns)); err != nil {
 				return err
 			}
 		}
