@@ -21,7 +21,8 @@ import (
 )
 
 // The agent pulls over a real sshd, trusting the host through known_hosts in every form
-// OpenSSH writes, and refuses a revoked or a wrong host key with a message naming the host.
+// OpenSSH writes (a host key or a CA that signed the host's certificate), and refuses a revoked
+// or a wrong host key or CA with a message naming the host.
 func TestPullOverSSH(t *testing.T) {
 	sshd, err := testenv.StartSSHServer()
 	if err != nil {
@@ -51,6 +52,7 @@ func TestPullOverSSH(t *testing.T) {
 	otherPub, _, _ := ed25519.GenerateKey(rand.Reader)
 	other, _ := gossh.NewPublicKey(otherPub)
 	otherKey := strings.TrimSpace(string(gossh.MarshalAuthorizedKey(other)))
+	caKey := strings.TrimSpace(string(gossh.MarshalAuthorizedKey(sshd.HostCA)))
 
 	tests := []struct {
 		name       string
@@ -61,7 +63,11 @@ func TestPullOverSSH(t *testing.T) {
 		{name: "hashed entry", knownHosts: knownhosts.HashHostname(host) + " " + hostKey},
 		{name: "revoked key", knownHosts: "@revoked * " + hostKey + "\n" + host + " " + hostKey, refused: "marked @revoked"},
 		{name: "wrong key", knownHosts: host + " " + otherKey, refused: "does not match the key known_hosts has"},
-		{name: "unknown host", knownHosts: "[127.0.0.1]:1 " + hostKey, refused: "is not in known_hosts"},
+		{name: "unknown host", knownHosts: "[127.0.0.1]:1 " + hostKey, refused: "which known_hosts does not trust"},
+		// The server offers a host certificate too: only what known_hosts vouches for is negotiated.
+		{name: "@cert-authority", knownHosts: "@cert-authority " + host + " " + caKey},
+		{name: "@cert-authority of another CA", knownHosts: "@cert-authority " + host + " " + otherKey, refused: "which known_hosts does not trust"},
+		{name: "@revoked CA", knownHosts: "@revoked * " + caKey + "\n@cert-authority " + host + " " + caKey, refused: "revoked"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
+	hostkeydb "github.com/skeema/knownhosts"
 	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 	corev1 "k8s.io/api/core/v1"
@@ -62,7 +63,7 @@ func AuthFromSecret(secret *corev1.Secret, rawURL string) (transport.AuthMethod,
 	}
 	d := secret.Data
 	if IsSSH(rawURL) {
-		return sshAuth(secret)
+		return sshAuth(secret, rawURL)
 	}
 	if tok := d[SecretBearerToken]; len(tok) > 0 {
 		return &githttp.TokenAuth{Token: string(tok)}, nil
@@ -73,7 +74,7 @@ func AuthFromSecret(secret *corev1.Secret, rawURL string) (transport.AuthMethod,
 	return nil, nil
 }
 
-func sshAuth(secret *corev1.Secret) (transport.AuthMethod, error) {
+func sshAuth(secret *corev1.Secret, rawURL string) (transport.AuthMethod, error) {
 	d := secret.Data
 	if len(d[SecretIdentity]) == 0 {
 		return nil, fmt.Errorf("secret %s/%s has no %q key for the SSH URL", secret.Namespace, secret.Name, SecretIdentity)
@@ -89,23 +90,60 @@ func sshAuth(secret *corev1.Secret) (transport.AuthMethod, error) {
 	if err != nil {
 		return nil, fmt.Errorf("secret %s/%s: invalid SSH identity: %w", secret.Namespace, secret.Name, err)
 	}
-	cb, err := HostKeyCallback(d[SecretKnownHosts])
+	cb, algorithms, err := hostKeyCheck(d[SecretKnownHosts], sshHostPort(rawURL))
 	if err != nil {
 		return nil, fmt.Errorf("secret %s/%s: invalid known_hosts: %w", secret.Namespace, secret.Name, err)
 	}
 	keys.HostKeyCallback = cb
-	return keys, nil
+	return &sshKeys{PublicKeys: keys, algorithms: algorithms}, nil
 }
 
-// HostKeyCallback checks host keys against known_hosts content with x/crypto's knownhosts, which
+// sshKeys offers the server only the host key algorithms known_hosts can vouch for, as OpenSSH
+// does: a server that has both a plain host key and a host certificate would otherwise present
+// the certificate (the SSH library prefers it) to a client that only knows the plain key, and
+// the other way round.
+type sshKeys struct {
+	*gitssh.PublicKeys
+	algorithms []string
+}
+
+// ClientConfig is the SSH client configuration with the host key algorithms set.
+func (k *sshKeys) ClientConfig() (*gossh.ClientConfig, error) {
+	c, err := k.PublicKeys.ClientConfig()
+	if err == nil && len(k.algorithms) > 0 {
+		c.HostKeyAlgorithms = k.algorithms
+	}
+	return c, err
+}
+
+// sshHostPort is the host:port an SSH URL connects to, as known_hosts matches it.
+func sshHostPort(rawURL string) string {
+	host, port := "", "22"
+	if u, err := url.Parse(rawURL); err == nil && strings.Contains(rawURL, "://") {
+		host = u.Hostname()
+		if u.Port() != "" {
+			port = u.Port()
+		}
+	} else {
+		// scp form: [user@]host:path
+		host, _, _ = strings.Cut(rawURL, ":")
+		if i := strings.LastIndex(host, "@"); i >= 0 {
+			host = host[i+1:]
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// hostKeyCheck checks host keys against known_hosts content with x/crypto's knownhosts, which
 // understands every form OpenSSH writes: hashed hosts, [host]:port, @revoked and
-// @cert-authority. A refusal names the host and says why.
-func HostKeyCallback(knownHosts []byte) (gossh.HostKeyCallback, error) {
+// @cert-authority. A refusal names the host and says why. It also returns the host key
+// algorithms known_hosts has for hostPort (certificate algorithms for a @cert-authority entry).
+func hostKeyCheck(knownHosts []byte, hostPort string) (gossh.HostKeyCallback, []string, error) {
 	// knownhosts reads files only. known_hosts holds public keys, nothing secret; the file is
 	// gone again before this returns.
 	f, err := os.CreateTemp("", "cellsync-known-hosts-")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer func() { _ = os.Remove(f.Name()) }()
 	_, werr := f.Write(knownHosts)
@@ -113,12 +151,19 @@ func HostKeyCallback(knownHosts []byte) (gossh.HostKeyCallback, error) {
 		werr = cerr
 	}
 	if werr != nil {
-		return nil, werr
+		return nil, nil, werr
 	}
-	check, err := knownhosts.New(f.Name())
+	// skeema's database wraps x/crypto's checker and also reads which key types (and CAs) each
+	// host has, for the algorithm negotiation.
+	db, err := hostkeydb.NewDB(f.Name())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	var algorithms []string
+	if hostPort != "" {
+		algorithms = db.HostKeyAlgorithms(hostPort)
+	}
+	check := db.HostKeyCallback()
 	return func(hostname string, remote net.Addr, key gossh.PublicKey) error {
 		if remote == nil {
 			remote = &net.TCPAddr{IP: net.IPv4zero} // knownhosts also matches the address; none is known
@@ -126,6 +171,7 @@ func HostKeyCallback(knownHosts []byte) (gossh.HostKeyCallback, error) {
 		err := check(hostname, remote, key)
 		var revoked *knownhosts.RevokedError
 		var mismatch *knownhosts.KeyError
+		cert, isCert := key.(*gossh.Certificate)
 		switch {
 		case err == nil:
 			return nil
@@ -135,10 +181,12 @@ func HostKeyCallback(knownHosts []byte) (gossh.HostKeyCallback, error) {
 			return &HostKeyError{Message: fmt.Sprintf("the SSH host key of %s (%s) does not match the key known_hosts has for it; refusing to connect", hostname, gossh.FingerprintSHA256(key))}
 		case errors.As(err, &mismatch):
 			return &HostKeyError{Message: fmt.Sprintf("the SSH host %s (key %s) is not in known_hosts; add it to the Secret's known_hosts (ssh-keyscan)", hostname, gossh.FingerprintSHA256(key))}
+		case isCert:
+			return &HostKeyError{Message: fmt.Sprintf("the SSH host %s presents a certificate signed by %s, which known_hosts does not trust for it (%v); add the CA as a @cert-authority line, or the host's own key (ssh-keyscan), to the Secret's known_hosts", hostname, gossh.FingerprintSHA256(cert.SignatureKey), err)}
 		default:
 			return &HostKeyError{Message: fmt.Sprintf("cannot check the SSH host key of %s: %v", hostname, err)}
 		}
-	}, nil
+	}, algorithms, nil
 }
 
 // HostKeyError is an SSH host whose key is not trusted: a person must fix known_hosts.

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
-	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
 	gossh "golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -51,9 +50,13 @@ func TestAuthFromSecret(t *testing.T) {
 	knownHosts := "git.example.com " + string(gossh.MarshalAuthorizedKey(hostKey))
 
 	a, err = AuthFromSecret(secret(SecretIdentity, identity, SecretKnownHosts, knownHosts), "ssh://git@git.example.com/x.git")
-	keys, ok := a.(*gitssh.PublicKeys)
+	keys, ok := a.(*sshKeys)
 	if err != nil || !ok || keys.User != "git" {
 		t.Fatalf("ssh auth: %#v, %v", a, err)
+	}
+	// Only the key type known_hosts has for the host is offered to the server.
+	if cfg, err := keys.ClientConfig(); err != nil || strings.Join(cfg.HostKeyAlgorithms, ",") != gossh.KeyAlgoED25519 {
+		t.Fatalf("host key algorithms: %v, %v", cfg.HostKeyAlgorithms, err)
 	}
 	if err := keys.HostKeyCallback("git.example.com:22", nil, hostKey); err != nil {
 		t.Fatalf("known host refused: %v", err)

@@ -22,6 +22,9 @@ type SSHServer struct {
 	Port int
 	// HostKey is the server's public host key.
 	HostKey gossh.PublicKey
+	// HostCA is the key of the CA that signed the server's host certificate for 127.0.0.1 (the
+	// server offers the plain host key and the certificate).
+	HostCA gossh.PublicKey
 	// ClientKey is the PEM private key the server accepts.
 	ClientKey []byte
 	cmd       *exec.Cmd
@@ -51,9 +54,14 @@ func StartSSHServer() (*SSHServer, error) {
 		return nil, err
 	}
 	s.HostKey, s.ClientKey = hostPub, clientPEM
+	hostCert, err := s.signHostCert(hostPub)
+	if err != nil {
+		return nil, err
+	}
 	files := map[string][]byte{
-		"host_key":        hostPEM,
-		"authorized_keys": gossh.MarshalAuthorizedKey(clientPub),
+		"host_key":          hostPEM,
+		"host_key-cert.pub": hostCert,
+		"authorized_keys":   gossh.MarshalAuthorizedKey(clientPub),
 	}
 	for name, b := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
@@ -69,7 +77,7 @@ func StartSSHServer() (*SSHServer, error) {
 	_ = os.MkdirAll("/run/sshd", 0o755)
 	config := strings.Join([]string{
 		fmt.Sprintf("Port %d", s.Port), "ListenAddress 127.0.0.1",
-		"HostKey " + filepath.Join(dir, "host_key"),
+		"HostKey " + filepath.Join(dir, "host_key"), "HostCertificate " + filepath.Join(dir, "host_key-cert.pub"),
 		"AuthorizedKeysFile " + filepath.Join(dir, "authorized_keys"),
 		"PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
 		"PermitRootLogin prohibit-password", "PidFile " + filepath.Join(dir, "sshd.pid"),
@@ -111,6 +119,26 @@ func (s *SSHServer) Close() {
 		_ = s.cmd.Wait()
 	}
 	_ = os.RemoveAll(s.dir)
+}
+
+// signHostCert makes a CA, keeps its public key in HostCA, and returns a host certificate for
+// key, valid for 127.0.0.1.
+func (s *SSHServer) signHostCert(key gossh.PublicKey) ([]byte, error) {
+	_, caPriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := gossh.NewSignerFromKey(caPriv)
+	if err != nil {
+		return nil, err
+	}
+	cert := &gossh.Certificate{Key: key, CertType: gossh.HostCert, KeyId: "cellsync-test-host",
+		ValidPrincipals: []string{"127.0.0.1"}, ValidBefore: gossh.CertTimeInfinity}
+	if err := cert.SignCert(rand.Reader, ca); err != nil {
+		return nil, err
+	}
+	s.HostCA = ca.PublicKey()
+	return gossh.MarshalAuthorizedKey(cert), nil
 }
 
 func newED25519() (gossh.PublicKey, []byte, error) {
