@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -13,6 +14,8 @@ import (
 	"github.com/fluxcd/pkg/ssa"
 	ssaerrors "github.com/fluxcd/pkg/ssa/errors"
 	ssautils "github.com/fluxcd/pkg/ssa/utils"
+	"golang.org/x/sync/errgroup"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -53,29 +56,97 @@ func (e *DryRunError) Error() string { return e.Message }
 // Apply dry-runs every object and only if all pass, applies them in stages. Objects the apply
 // leaves unchanged are not written (their resourceVersion stays).
 //
-// With one stage (no CRDs, namespaces or classes: the default policy allows none), ssa's own
-// dry-run of the whole set already precedes any write, so nothing is dry-run twice. With several
-// stages, an earlier stage would be written before a later stage's dry-run, so every object whose
-// kind is already served is dry-run first.
+// A small single-stage commit (no CRDs, namespaces or classes: the default policy allows none)
+// goes through ssa's ApplyAll, whose dry-run of the whole set precedes any write, so nothing is
+// dry-run twice. A larger one is dry-run in full first, then applied kind by kind in ssa's order,
+// the objects of one kind in parallel: the apiserver takes concurrent requests, and one commit
+// of a hundred Services is then not a hundred writes in a row. With several stages an earlier
+// stage is written before a later stage's dry-run, so every object whose kind is already served
+// is dry-run first there too.
 func (e *Engine) Apply(ctx context.Context, objs []*unstructured.Unstructured, owner client.ObjectKey, timeout time.Duration) (*ssa.ChangeSet, error) {
 	e.manager.SetOwnerLabels(objs, owner.Name, owner.Namespace)
-	if staged(objs) {
-		if err := e.dryRunAll(ctx, objs); err != nil {
-			return nil, err
-		}
-	}
 	opts := ssa.DefaultApplyOptions()
 	opts.WaitTimeout = timeout
 	opts.WaitInterval = time.Second
-	cs, err := e.manager.ApplyAllStaged(ctx, objs, opts)
+	var (
+		cs  *ssa.ChangeSet
+		err error
+	)
+	switch {
+	case staged(objs):
+		if err := e.dryRunAll(ctx, objs); err != nil {
+			return nil, err
+		}
+		cs, err = e.manager.ApplyAllStaged(ctx, objs, opts)
+	case len(objs) <= Concurrency:
+		cs, err = e.manager.ApplyAll(ctx, objs, opts)
+	default:
+		if err := e.dryRunAll(ctx, objs); err != nil {
+			return nil, err
+		}
+		cs, err = e.applyByKind(ctx, objs, opts)
+	}
 	var dry *ssaerrors.DryRunErr
-	if errors.As(err, &dry) {
+	if errors.As(err, &dry) && refused(dry.Unwrap()) {
 		return nil, &DryRunError{Message: "server-side dry-run refused the commit, nothing was applied: " + dry.Error() + rbacHint(objs)}
 	}
 	if err != nil {
 		return cs, fmt.Errorf("apply failed: %w", err)
 	}
 	return cs, nil
+}
+
+// applyByKind applies one kind after the other in ssa's order, the objects of a kind in up to
+// Concurrency parallel batches.
+func (e *Engine) applyByKind(ctx context.Context, objs []*unstructured.Unstructured, opts ssa.ApplyOptions) (*ssa.ChangeSet, error) {
+	sorted := append([]*unstructured.Unstructured(nil), objs...)
+	sort.Sort(ssa.SortableUnstructureds(sorted))
+	all := ssa.NewChangeSet()
+	for len(sorted) > 0 {
+		n := 1
+		for n < len(sorted) && sorted[n].GroupVersionKind().GroupKind() == sorted[0].GroupVersionKind().GroupKind() {
+			n++
+		}
+		kind := sorted[:n]
+		sorted = sorted[n:]
+		batches := make([][]*unstructured.Unstructured, min(Concurrency, len(kind)))
+		for i, u := range kind {
+			batches[i%len(batches)] = append(batches[i%len(batches)], u)
+		}
+		results := make([]*ssa.ChangeSet, len(batches))
+		g, gctx := errgroup.WithContext(ctx)
+		for i, batch := range batches {
+			g.Go(func() error {
+				cs, err := e.manager.ApplyAll(gctx, batch, opts)
+				results[i] = cs
+				return err
+			})
+		}
+		err := g.Wait()
+		for _, cs := range results {
+			if cs != nil {
+				all.Append(cs.Entries)
+			}
+		}
+		if err != nil {
+			return all, err
+		}
+	}
+	return all, nil
+}
+
+// refused reports whether the apiserver refused an object for what it is (invalid, forbidden,
+// a missing namespace or kind): the commit stays refused until it or the cluster changes. A
+// timeout, an unavailable apiserver or a deadline is not a refusal; it is tried again.
+func refused(err error) bool {
+	switch apierrors.ReasonForError(err) {
+	case metav1.StatusReasonInvalid, metav1.StatusReasonForbidden, metav1.StatusReasonBadRequest,
+		metav1.StatusReasonNotFound, metav1.StatusReasonConflict, metav1.StatusReasonAlreadyExists,
+		metav1.StatusReasonMethodNotAllowed, metav1.StatusReasonRequestEntityTooLarge,
+		metav1.StatusReasonUnsupportedMediaType, metav1.StatusReasonNotAcceptable, metav1.StatusReasonGone:
+		return true
+	}
+	return meta.IsNoMatchError(err)
 }
 
 // rbacHint explains the usual cause when a commit with RBAC objects is refused: Kubernetes lets
@@ -100,20 +171,34 @@ func staged(objs []*unstructured.Unstructured) bool {
 	return false
 }
 
-// dryRunAll dry-runs every object whose kind the cluster serves and reports every refusal.
+// dryRunAll dry-runs every object whose kind the cluster serves, Concurrency at a time, and
+// reports every refusal.
 func (e *Engine) dryRunAll(ctx context.Context, objs []*unstructured.Unstructured) error {
-	var problems []string
-	for _, u := range objs {
+	problems := make([]string, len(objs))
+	g := errgroup.Group{}
+	g.SetLimit(Concurrency)
+	for i, u := range objs {
 		gvk := u.GroupVersionKind()
 		if _, err := e.mapper.RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
 			continue // a kind that a CRD of this same commit brings; ssa dry-runs it in its stage
 		}
-		dry := u.DeepCopy()
-		err := e.client.Patch(ctx, dry, client.Apply, client.DryRunAll, client.ForceOwnership, client.FieldOwner(agentv1alpha1.FieldManager)) //nolint:staticcheck // unstructured apply
-		if err != nil {
-			problems = append(problems, fmt.Sprintf("%s %s: %v", gvk.Kind, manifests.ID(u), err))
-		}
+		g.Go(func() error {
+			dry := u.DeepCopy()
+			err := e.client.Patch(ctx, dry, client.Apply, client.DryRunAll, client.ForceOwnership, client.FieldOwner(agentv1alpha1.FieldManager)) //nolint:staticcheck // unstructured apply
+			switch {
+			case err == nil:
+			case refused(err):
+				problems[i] = fmt.Sprintf("%s %s: %v", gvk.Kind, manifests.ID(u), err)
+			default:
+				return fmt.Errorf("dry-run of %s %s: %w", gvk.Kind, manifests.ID(u), err)
+			}
+			return nil
+		})
 	}
+	if err := g.Wait(); err != nil {
+		return err // the apiserver could not be asked (timeout, unavailable): tried again
+	}
+	problems = slices.DeleteFunc(problems, func(p string) bool { return p == "" })
 	if len(problems) > 0 {
 		sort.Strings(problems)
 		return &DryRunError{Message: "server-side dry-run refused the commit, nothing was applied: " + strings.Join(problems, "; ") + rbacHint(objs)}

@@ -148,9 +148,12 @@ func (r *CellSyncReconciler) sync(ctx context.Context, cs *agentv1alpha1.CellSyn
 		return gitOutcome(err, "")
 	}
 	trigger := fmt.Sprintf("%d/%s", cs.Generation, cs.Status.LastHandledReconcileAt)
-	ctx, cancel := context.WithTimeout(ctx, r.commitDeadline())
+	// The deadline bounds fetching, reading and applying the commit; the health reads that
+	// follow have the CellSync's own timeout.
+	commitCtx, cancel := context.WithTimeout(ctx, r.commitDeadline())
 	defer cancel()
-	head, problem := r.fetchHead(ctx, cs, st, repo, auth, trigger)
+	head, problem := r.fetchHead(commitCtx, cs, st, repo, auth, trigger)
+	r.overDeadline(commitCtx, problem)
 	target := head
 	if problem != nil {
 		target = commitOf(cs.Status.LastAppliedRevision)
@@ -160,15 +163,17 @@ func (r *CellSyncReconciler) sync(ctx context.Context, cs *agentv1alpha1.CellSyn
 		problem.Message += keeping(target)
 	}
 	due := target != st.applied || trigger != st.appliedFor || time.Since(st.appliedAt) >= cs.IntervalOrDefault()
-	if !due {
-		// A heartbeat-only wake-up: no re-apply, just a fresh look at health.
+	if !due || commitCtx.Err() != nil {
+		// Nothing to apply (a heartbeat-only wake-up), or no time left to repair the last good
+		// commit (the next interval does): just a fresh look at health.
 		st.health = r.health(ctx, cs, st.objects, 0)
 		return worst(problem, healthOutcome(cs, st.health, target))
 	}
 	objs, o := r.load(cs, repo, target)
 	if o == nil {
-		o = r.apply(ctx, cs, objs)
+		o = r.apply(commitCtx, cs, objs)
 	}
+	r.overDeadline(commitCtx, o)
 	if o != nil {
 		if o.Kind == outcome.Stalled {
 			st.refusal = &agentv1alpha1.Refusal{Commit: target, Reason: o.Reason, Message: o.Message}
@@ -311,6 +316,15 @@ func (r *CellSyncReconciler) health(ctx context.Context, cs *agentv1alpha1.CellS
 		return nil
 	}
 	return apply.WaitForHealth(ctx, engine.Client(), objs, timeout, poll)
+}
+
+// overDeadline says so in o when the commit deadline cut the work short: it is tried again at
+// the next interval.
+func (r *CellSyncReconciler) overDeadline(commitCtx context.Context, o *outcome.Outcome) {
+	if o != nil && errors.Is(commitCtx.Err(), context.DeadlineExceeded) {
+		o.Kind = outcome.Retrying
+		o.Message = fmt.Sprintf("The commit deadline of %s (--commit-deadline) passed, trying again at the next interval: %s", r.commitDeadline(), o.Message)
+	}
 }
 
 func (r *CellSyncReconciler) commitDeadline() time.Duration {

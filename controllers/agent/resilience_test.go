@@ -1,12 +1,21 @@
 package agent_test
 
 import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
+	"github.com/cellsync/cellsync/test/testenv"
 )
 
 // Git server stopped: the agent keeps the applied state, reports the fetch failure in a
@@ -99,4 +108,75 @@ func TestImpersonation(t *testing.T) {
 	NewWithT(t).Expect(ready(NewWithT(t), got).Message).To(ContainSubstring("forbidden"))
 	_, err := getObject(knativeService, "apps7", "limited")
 	NewWithT(t).Expect(err).To(HaveOccurred())
+}
+
+// A commit that cannot be had within --commit-deadline (here the Git server stalls every fetch)
+// is given up at the deadline with a message that names it, the last good commit stays applied,
+// and the commit applies by itself once the server answers again.
+func TestCommitDeadline(t *testing.T) {
+	g := NewWithT(t)
+	const ns, cell = "agent-deadline", "slow"
+	g.Expect(seed(ns)).To(Succeed())
+	newNamespace(t, "apps-slow")
+	hubcell := hubCell(cell, "apps-slow")
+	first := publish(t, "cells/"+cell, nil, putApps(hubcell, hubApp("slow", "ghcr.io/acme/slow:v1")))
+
+	// A proxy in front of the Git server that, when told to, holds fetches until the client
+	// hangs up (ref listings still answer, so the agent sees the new head).
+	target, err := url.Parse(repoURL)
+	g.Expect(err).NotTo(HaveOccurred())
+	var stall atomic.Bool
+	var cut atomic.Int64
+	upstream := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: target.Scheme, Host: target.Host})
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if stall.Load() && strings.HasSuffix(r.URL.Path, "/git-upload-pack") {
+			_, _ = io.Copy(io.Discard, r.Body) // then the server notices the client hanging up
+			select {
+			case <-r.Context().Done():
+				cut.Add(1)
+			case <-time.After(time.Minute):
+			}
+			return
+		}
+		upstream.ServeHTTP(w, r)
+	}))
+	defer proxy.Close()
+
+	proc, err := testenv.StartAgentProcess(member.Kubeconfig, ns, t.TempDir(), "--commit-deadline=3s")
+	g.Expect(err).NotTo(HaveOccurred())
+	defer proc.Stop()
+	defer func() {
+		if t.Failed() {
+			t.Logf("agent log:\n%s", tail(proc.Output(), 4000))
+		}
+	}()
+	cs := newCellSync(ns, cell, cell, []string{"apps-slow"}, func(cs *agentv1alpha1.CellSync) {
+		cs.Spec.URL = proxy.URL + target.Path
+	})
+	create(t, cs)
+	waitApplied(t, cs, first)
+	before, err := getObject(knativeService, "apps-slow", "slow")
+	g.Expect(err).NotTo(HaveOccurred())
+
+	stall.Store(true)
+	next := publish(t, "cells/"+cell, nil, putApps(hubcell, hubApp("slow", "ghcr.io/acme/slow:v2")))
+	got := waitCS(t, cs, func(g Gomega, got *agentv1alpha1.CellSync) {
+		c := ready(g, got)
+		g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
+		g.Expect(c.Reason).To(Equal(agentv1alpha1.ReasonGitOperationFailed))
+		g.Expect(c.Message).To(ContainSubstring("The commit deadline of 3s (--commit-deadline) passed"))
+		g.Expect(c.Message).To(ContainSubstring("keeping commit " + first[:12] + " applied"))
+		g.Expect(got.Status.LastAttemptedRevision).To(HaveSuffix(next))
+	})
+	g.Expect(got.Status.LastAppliedRevision).To(HaveSuffix(first))
+	g.Expect(cut.Load()).To(BeNumerically(">=", 1), "the agent hung up on the stalled fetch")
+	after, err := getObject(knativeService, "apps-slow", "slow")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(after.GetResourceVersion()).To(Equal(before.GetResourceVersion()))
+
+	stall.Store(false)
+	waitApplied(t, cs, next)
+	svc, err := getObject(knativeService, "apps-slow", "slow")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(image(g, svc)).To(Equal("ghcr.io/acme/slow:v2"))
 }

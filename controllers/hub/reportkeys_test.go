@@ -11,6 +11,7 @@ import (
 	. "github.com/onsi/gomega"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"github.com/cellsync/cellsync/agent/source"
@@ -21,7 +22,8 @@ import (
 
 // A cell's status can only come from that cell: with spec.reportKeys set, a report pushed
 // with another cell's key, or unsigned, is ignored and named on the Cell; the report signed by
-// the cell's own key is taken. Reports are pushed with the agent's own PushReport.
+// the cell's own key is taken. Reports are pushed with the agent's own PushReport. The key
+// rotates as docs/agent.md says: both keys listed, the agent switched, the old key removed.
 func TestReportsSignedByAnotherCellAreIgnored(t *testing.T) {
 	g := NewWithT(t)
 	keyA, err := testenv.NewSigningKey("cell-a")
@@ -85,4 +87,43 @@ func TestReportsSignedByAnotherCellAreIgnored(t *testing.T) {
 		g.Expect(c.Status.LastHeartbeatTime).NotTo(BeNil())
 		g.Expect(c.Status.LastHeartbeatTime.Time.Equal(heartbeat.Time)).To(BeTrue(), "the last trusted report stays in force: %s, want %s", c.Status.LastHeartbeatTime, heartbeat)
 	})
+
+	// Rotation, step 1: the new key joins the old one; reports signed by either are taken.
+	keyNew, err := testenv.NewSigningKey("cell-a-2027")
+	g.Expect(err).NotTo(HaveOccurred())
+	setKeys := func(keys ...string) {
+		g.Eventually(func() error {
+			c := &hubv1alpha1.Cell{}
+			if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(cell), c); err != nil {
+				return err
+			}
+			c.Spec.ReportKeys = keys
+			return k8s.Update(context.Background(), c)
+		}).Should(Succeed())
+	}
+	takes := func(message string, signer *openpgp.Entity) {
+		t.Helper()
+		time.Sleep(1100 * time.Millisecond) // each report a later heartbeat
+		push(message, signer)
+		waitCell(t, cell, func(g Gomega, c *hubv1alpha1.Cell) {
+			g.Expect(trusted(g, c).Status).To(Equal(metav1.ConditionTrue), message)
+			g.Expect(c.Status.LastHeartbeatTime.Time.After(heartbeat.Time)).To(BeTrue(), "%s: the report is taken", message)
+			heartbeat = *c.Status.LastHeartbeatTime
+		})
+	}
+	setKeys(keyA.Public, keyNew.Public)
+	takes("old key while both are listed", keyA.Entity)
+	// Step 2: the member's Secret switches to the new key.
+	takes("new key while both are listed", keyNew.Entity)
+	// Step 3: the old key is removed; a report it signs is no longer taken.
+	setKeys(keyNew.Public)
+	time.Sleep(1100 * time.Millisecond)
+	stale := push("old key after rotation", keyA.Entity)
+	waitCell(t, cell, func(g Gomega, c *hubv1alpha1.Cell) {
+		cond := trusted(g, c)
+		g.Expect(cond.Reason).To(Equal(hubv1alpha1.ReasonUntrustedReport))
+		g.Expect(cond.Message).To(ContainSubstring(stale[:12]))
+		g.Expect(c.Status.LastHeartbeatTime.Time.Equal(heartbeat.Time)).To(BeTrue(), "a report signed by the removed key is not taken")
+	})
+	takes("new key after rotation", keyNew.Entity)
 }

@@ -16,7 +16,8 @@ var (
 )
 
 // Binary builds a command of this module (for example "./agent/cmd/agent") once per test
-// process and returns its path: tests that run the real binary run what users install.
+// process, as `make build` builds what the images ship (static, trimmed, stripped), and returns
+// its path: tests that run the real binary run what users install.
 func Binary(pkg string) (string, error) {
 	binMu.Lock()
 	defer binMu.Unlock()
@@ -28,8 +29,9 @@ func Binary(pkg string) (string, error) {
 		return "", err
 	}
 	out := filepath.Join(dir, filepath.Base(pkg))
-	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
 	cmd.Dir = RepoRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build %s: %v: %s", pkg, err, b)
 	}
