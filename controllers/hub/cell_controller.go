@@ -62,14 +62,11 @@ func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (resul
 	if out.Kind == outcome.Stalled {
 		return ctrl.Result{}, reconcile.TerminalError(fmt.Errorf("%s", out.Message))
 	}
+	// Judged at the intake's last poll, which wakes this cell when its staleness flips.
 	entry, ok := r.Reports.Get(cell.Name)
-	view := intake.View(entry, ok, time.Now(), r.StaleAfter)
+	view := intake.View(entry, ok, r.Reports.PolledAt(), r.StaleAfter)
 	out = CellStatus(cell, view)
 	r.reportTrust(cell, view)
-	if view.HasReport && !view.Stale {
-		// Look again when the heartbeat would turn stale.
-		return ctrl.Result{RequeueAfter: time.Until(view.StaleAt) + time.Second}, nil
-	}
 	return ctrl.Result{}, nil
 }
 

@@ -702,7 +702,7 @@ func (c *canary) summarize() {
 	for _, s := range c.app.Status.CellStatuses {
 		desired[s.Cell] = s.DesiredRevision
 	}
-	statuses, _ := intake.AppCells(c.app, names, c.r.Reports, c.now, c.r.StaleAfter)
+	statuses := intake.AppCells(c.app, names, c.r.Reports, c.r.Reports.PolledAt(), c.r.StaleAfter)
 	for _, s := range statuses {
 		e := c.cell(s.Cell)
 		e.Revision, e.Ready = s.Revision, s.Ready

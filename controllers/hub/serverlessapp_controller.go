@@ -201,10 +201,10 @@ func appOutcome(app *hubv1alpha1.ServerlessApp, res *placement.Result, commits i
 	return outcome.Outcome{Kind: outcome.Succeeded, Reason: hubv1alpha1.ReasonRendered, Message: msg}
 }
 
-// summarize fills the per-cell summary from the agents' reports and returns when to look
-// again: when the first of the app's fresh cells would turn stale, or at the resync.
+// summarize fills the per-cell summary from the agents' reports, judged at the intake's last
+// poll (which wakes the app when a cell's staleness flips), and returns when to look again.
 func (r *ServerlessAppReconciler) summarize(app *hubv1alpha1.ServerlessApp, cells []string, desired map[string]string) time.Duration {
-	statuses, staleAt := intake.AppCells(app, cells, r.Reports, time.Now(), r.StaleAfter)
+	statuses := intake.AppCells(app, cells, r.Reports, r.Reports.PolledAt(), r.StaleAfter)
 	for i := range statuses {
 		statuses[i].DesiredRevision = desired[statuses[i].Cell]
 	}
@@ -218,11 +218,7 @@ func (r *ServerlessAppReconciler) summarize(app *hubv1alpha1.ServerlessApp, cell
 		statuses = statuses[:hubv1alpha1.MaxStatusCells]
 	}
 	app.Status.CellStatuses = statuses
-	next := outcome.Jitter(r.Resync)
-	if !staleAt.IsZero() && time.Until(staleAt)+time.Second < next {
-		next = time.Until(staleAt) + time.Second
-	}
-	return next
+	return outcome.Jitter(r.Resync)
 }
 
 func (r *ServerlessAppReconciler) unchanged(key types.NamespacedName, fp string) (renderMark, bool) {

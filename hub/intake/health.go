@@ -31,18 +31,19 @@ type CellView struct {
 	StaleAt time.Time
 }
 
-// View judges a cell's report at now: a report older than staleAfter is stale, and a stale cell
-// never counts as ready. Its messages hold no ages, so that they stay the same while the state
-// does: the heartbeat's age is a printer column computed from status.lastHeartbeatTime.
-func View(e Entry, ok bool, now time.Time, staleAfter time.Duration) CellView {
+// View judges a cell's report at the time of a poll, on the hub's clock: a cell is stale when
+// the hub has seen no newer heartbeat for staleAfter, and a stale cell never counts as ready.
+// The agent's own clock is never compared with the hub's. Its messages hold no ages, so that
+// they stay the same while the state does.
+func View(e Entry, ok bool, at time.Time, staleAfter time.Duration) CellView {
 	if !ok {
 		return CellView{Message: "No report from the cell's agent yet"}
 	}
 	v := CellView{HasReport: true, Heartbeat: e.Report.HeartbeatTime, Applied: e.Report.AppliedCommit}
-	v.StaleAt = e.Report.HeartbeatTime.Add(staleAfter)
-	if !now.Before(v.StaleAt) {
+	v.StaleAt = e.Seen.Add(staleAfter)
+	if !at.Before(v.StaleAt) {
 		v.Stale = true
-		v.Message = fmt.Sprintf("No heartbeat since %s, more than %s ago", e.Report.HeartbeatTime.UTC().Format(time.RFC3339), staleAfter)
+		v.Message = fmt.Sprintf("No heartbeat since %s, more than %s ago", e.Seen.UTC().Format(time.RFC3339), staleAfter)
 		return v
 	}
 	ready := apimeta.FindStatusCondition(e.Report.Conditions, meta.ReadyCondition)
@@ -59,17 +60,12 @@ func View(e Entry, ok bool, now time.Time, staleAfter time.Duration) CellView {
 	return v
 }
 
-// AppCells summarizes one app over its cells from their reports, and says when the first fresh
-// report among them turns stale (zero when none is fresh), so the summary can be redone then.
-func AppCells(app *hubv1alpha1.ServerlessApp, cells []string, reports *Reports, now time.Time, staleAfter time.Duration) ([]hubv1alpha1.CellAppStatus, time.Time) {
+// AppCells summarizes one app over its cells from their reports, judged at a poll's time.
+func AppCells(app *hubv1alpha1.ServerlessApp, cells []string, reports *Reports, at time.Time, staleAfter time.Duration) []hubv1alpha1.CellAppStatus {
 	out := make([]hubv1alpha1.CellAppStatus, 0, len(cells))
-	var next time.Time
 	for _, cell := range cells {
 		e, ok := reports.Get(cell)
-		v := View(e, ok, now, staleAfter)
-		if v.HasReport && !v.Stale && (next.IsZero() || v.StaleAt.Before(next)) {
-			next = v.StaleAt
-		}
+		v := View(e, ok, at, staleAfter)
 		s := hubv1alpha1.CellAppStatus{Cell: cell}
 		switch {
 		case !v.HasReport || v.Stale:
@@ -88,7 +84,7 @@ func AppCells(app *hubv1alpha1.ServerlessApp, cells []string, reports *Reports, 
 		}
 		out = append(out, s)
 	}
-	return out, next
+	return out
 }
 
 // trafficString renders a reported traffic split as "rev=90,rev2=10 (canary)".

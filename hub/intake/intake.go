@@ -29,6 +29,9 @@ type Entry struct {
 	// Commit is the status ref's commit the report was read from.
 	Commit string
 	Report agentv1alpha1.StatusReport
+	// Seen is when the hub, on its own clock, first read the report's heartbeat: staleness is
+	// judged from it, never from the agent's clock.
+	Seen time.Time
 }
 
 // Rejection is a report the hub would not trust: unsigned, or signed by a key the Cell does
@@ -44,6 +47,33 @@ type Reports struct {
 	mu       sync.RWMutex
 	byCell   map[string]Entry
 	rejected map[string]Rejection
+	// polledAt is when the last poll that read every status ref completed (the hub's clock).
+	polledAt time.Time
+}
+
+// PolledAt is when the intake last completed a poll of every status ref, on the hub's clock:
+// every staleness judgement is made at this time, so a hub that polls late never sees a cell
+// as stale because of its own delay, and every controller judges a cell alike.
+func (r *Reports) PolledAt() time.Time {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.polledAt
+}
+
+// Polled records a completed poll.
+func (r *Reports) Polled(at time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.polledAt = at
+}
+
+// each calls f for every cell's report.
+func (r *Reports) each(f func(cell string, e Entry)) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for cell, e := range r.byCell {
+		f(cell, e)
+	}
 }
 
 // NewReports returns an empty view.
@@ -104,6 +134,10 @@ type Intake struct {
 
 	// checked is the status commit and keys each cell was last judged with.
 	checked map[string]string
+	// stale is each cell's staleness at the last poll.
+	stale map[string]bool
+	// woken are the cells this poll has woken already.
+	woken map[string]bool
 }
 
 // New returns an intake with buffered event channels.
@@ -130,12 +164,16 @@ func (i *Intake) Start(ctx context.Context) error {
 	}
 }
 
-// Poll reads the reports that changed since the last poll.
+// Poll reads the reports that changed since the last poll, and wakes what they touch: a report
+// wakes its Cell, and the apps and rollouts it names unless it only renews the heartbeat; a cell
+// whose staleness flips at this poll wakes the same.
 func (i *Intake) Poll(ctx context.Context) {
 	log := ctrl.LoggerFrom(ctx).WithName("intake")
 	if i.checked == nil {
-		i.checked = map[string]string{}
+		i.checked, i.stale = map[string]string{}, map[string]bool{}
 	}
+	now := i.now()
+	i.woken = map[string]bool{}
 	// A report is judged once per commit and set of keys; reports judged before are not read.
 	keysOf := map[string][]string{}
 	known := func(branch, commit string) bool {
@@ -150,6 +188,7 @@ func (i *Intake) Poll(ctx context.Context) {
 	}
 	files, err := i.Store.ReadFiles(ctx, agentv1alpha1.StatusRefPrefix, agentv1alpha1.StatusReportFile, known)
 	if err != nil {
+		// Staleness stays as the last complete poll judged it: the hub cannot tell.
 		log.Info("Failed to read status reports; retrying at the next poll", "error", err.Error())
 		return
 	}
@@ -161,7 +200,7 @@ func (i *Intake) Poll(ctx context.Context) {
 			if _, err := f.VerifySignature(keys); err != nil {
 				i.Reports.reject(cell, rejection(f.Commit, err))
 				log.Info("Ignoring an untrusted status report", "ref", branch, "error", err.Error())
-				i.Cells <- event.GenericEvent{Object: &hubv1alpha1.Cell{ObjectMeta: metav1.ObjectMeta{Name: cell}}}
+				i.wakeCell(cell)
 				continue
 			}
 		}
@@ -174,18 +213,42 @@ func (i *Intake) Poll(ctx context.Context) {
 			log.Info("Ignoring a status report for another cell", "ref", branch, "cell", rep.Cell)
 			continue
 		}
-		prev, had := i.Reports.Put(cell, Entry{Commit: f.Commit, Report: rep})
-		i.Cells <- event.GenericEvent{Object: &hubv1alpha1.Cell{ObjectMeta: metav1.ObjectMeta{Name: cell}}}
-		// An app judges a cell stale on the hub's clock; when the previous report is stale on
-		// that clock now (a late poll on a loaded hub), an app may have seen the cell stale, so
-		// the new report wakes the apps whatever the agent's own heartbeat gap says.
-		if had && !View(prev, true, i.now(), i.StaleAfter).Stale && i.heartbeatOnly(prev.Report, rep) {
+		prev, had := i.Reports.Get(cell)
+		seen := now
+		if had && !rep.HeartbeatTime.After(prev.Report.HeartbeatTime.Time) {
+			seen = prev.Seen // no newer heartbeat: the cell is no fresher than before
+		}
+		i.Reports.Put(cell, Entry{Commit: f.Commit, Report: rep, Seen: seen})
+		i.wakeCell(cell)
+		if had && i.heartbeatOnly(prev.Report, rep) {
 			continue
 		}
-		for _, key := range appsOf(prev.Report, rep) {
-			i.Apps <- event.GenericEvent{Object: &hubv1alpha1.ServerlessApp{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
-			i.Rollouts <- event.GenericEvent{Object: &hubv1alpha1.Rollout{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
+		i.wakeApps(prev.Report, rep)
+	}
+	i.Reports.Polled(now)
+	i.Reports.each(func(cell string, e Entry) {
+		stale := View(e, true, now, i.StaleAfter).Stale
+		if stale != i.stale[cell] {
+			i.stale[cell] = stale
+			i.wakeCell(cell)
+			i.wakeApps(e.Report)
 		}
+	})
+}
+
+func (i *Intake) wakeCell(cell string) {
+	if i.woken[cell] {
+		return
+	}
+	i.woken[cell] = true
+	i.Cells <- event.GenericEvent{Object: &hubv1alpha1.Cell{ObjectMeta: metav1.ObjectMeta{Name: cell}}}
+}
+
+// wakeApps wakes the apps, and their rollouts, that the reports name.
+func (i *Intake) wakeApps(reports ...agentv1alpha1.StatusReport) {
+	for _, key := range appsOf(reports...) {
+		i.Apps <- event.GenericEvent{Object: &hubv1alpha1.ServerlessApp{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
+		i.Rollouts <- event.GenericEvent{Object: &hubv1alpha1.Rollout{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
 	}
 }
 
@@ -222,10 +285,10 @@ func short(commit string) string {
 	return commit
 }
 
-// heartbeatOnly reports whether next only renews prev's heartbeat, and prev was fresh when next
-// was written (so no app can have seen the cell turn stale in between).
+// heartbeatOnly reports whether next only renews prev's heartbeat. Staleness flips are woken
+// at the poll that judges them, so a renewal tells the apps nothing.
 func (i *Intake) heartbeatOnly(prev, next agentv1alpha1.StatusReport) bool {
-	if i.StaleAfter <= 0 || next.HeartbeatTime.Sub(prev.HeartbeatTime.Time) >= i.StaleAfter {
+	if i.StaleAfter <= 0 {
 		return false
 	}
 	prev.HeartbeatTime, next.HeartbeatTime = metav1.Time{}, metav1.Time{}

@@ -32,9 +32,11 @@ func drain(ch chan event.GenericEvent) int {
 	}
 }
 
-// A report that only renews a fresh heartbeat wakes the Cell, not the apps; a report that
-// changes anything else, or that follows a heartbeat older than the threshold, wakes the apps
-// and their Rollouts too.
+// A report that only renews the heartbeat wakes the Cell, not the apps; a report that changes
+// anything else wakes the apps and their Rollouts too. Staleness is judged at each poll on the
+// hub's clock, from when the hub saw the last new heartbeat: the agent's clock (here an hour
+// behind the hub's) is never compared with it, a late poll makes no cell stale, and a cell whose
+// staleness flips at a poll wakes its Cell, apps and Rollouts once.
 func TestPollWakesAppsOnlyForNews(t *testing.T) {
 	srv, err := testenv.StartGitServer("u", "p")
 	if err != nil {
@@ -57,12 +59,15 @@ func TestPollWakesAppsOnlyForNews(t *testing.T) {
 		t.Fatal(err)
 	}
 	const staleAfter = time.Minute
-	in := intake.New(store, intake.NewReports(), time.Second)
+	reports := intake.NewReports()
+	in := intake.New(store, reports, time.Second)
 	in.StaleAfter = staleAfter
 	ctx := context.Background()
 	start := time.Now().Truncate(time.Second)
-	report := func(heartbeat time.Time, applied string) {
+	const skew = -time.Hour // the agent's clock
+	push := func(at time.Duration, applied string) {
 		t.Helper()
+		heartbeat := start.Add(at + skew)
 		b, err := yaml.Marshal(agentv1alpha1.StatusReport{
 			APIVersion: agentv1alpha1.GroupVersion.String(), Kind: agentv1alpha1.StatusReportKind, Cell: "c1",
 			HeartbeatTime: metav1.NewTime(heartbeat), AppliedCommit: applied,
@@ -74,29 +79,40 @@ func TestPollWakesAppsOnlyForNews(t *testing.T) {
 		if _, err := repo.PushReport(ctx, auth, agentv1alpha1.StatusRefPrefix+"c1", agentv1alpha1.StatusReportFile, b, heartbeat, nil); err != nil {
 			t.Fatal(err)
 		}
-		in.Poll(ctx)
 	}
+	const none = ""
 	steps := []struct {
 		name                  string
-		heartbeat             time.Time
-		read                  time.Time // the hub's clock when the intake reads the report
+		written               time.Duration // when the agent writes a report (none: no report)
 		applied               string
+		read                  time.Duration // the hub's clock when the intake polls
 		cells, apps, rollouts int
+		stale                 bool
 	}{
-		{"first report", start, start, "aaa", 1, 1, 1},
-		{"heartbeat only, fresh", start.Add(10 * time.Second), start.Add(10 * time.Second), "aaa", 1, 0, 0},
-		{"a new applied commit", start.Add(20 * time.Second), start.Add(20 * time.Second), "bbb", 1, 1, 1},
-		{"heartbeat after a gap past the threshold", start.Add(20*time.Second + staleAfter), start.Add(20*time.Second + staleAfter), "bbb", 1, 1, 1},
+		{"first report", 0, "aaa", 0, 1, 1, 1, false},
+		{"heartbeat only", 10 * time.Second, "aaa", 10 * time.Second, 1, 0, 0, false},
+		{"a new applied commit", 20 * time.Second, "bbb", 20 * time.Second, 1, 1, 1, false},
+		{"a poll with nothing new, within the threshold", -1, none, 20*time.Second + staleAfter - time.Second, 0, 0, 0, false},
+		{"the poll that passes the threshold", -1, none, 20*time.Second + staleAfter, 1, 1, 1, true},
+		{"still stale", -1, none, 30*time.Second + staleAfter, 0, 0, 0, true},
+		{"a new heartbeat: fresh again", 40*time.Second + staleAfter, "bbb", 40*time.Second + staleAfter, 1, 1, 1, false},
 		// The agent kept reporting every 10 s, but the hub read nothing for longer than the
-		// threshold (a loaded hub): an app saw the cell stale, so this report must wake it.
-		{"heartbeat only, read late", start.Add(30*time.Second + staleAfter), start.Add(30*time.Second + 2*staleAfter), "bbb", 1, 1, 1},
-		{"heartbeat only, fresh again", start.Add(40*time.Second + staleAfter), start.Add(40*time.Second + staleAfter), "bbb", 1, 0, 0},
+		// threshold (a loaded hub): no poll judged the cell stale, so it never was.
+		{"heartbeat only, read late", 50*time.Second + staleAfter, "bbb", 50*time.Second + 3*staleAfter, 1, 0, 0, false},
+		{"heartbeat only, fresh", 60*time.Second + 3*staleAfter, "bbb", 60*time.Second + 3*staleAfter, 1, 0, 0, false},
 	}
 	for _, s := range steps {
-		in.Now = func() time.Time { return s.read }
-		report(s.heartbeat, s.applied)
+		if s.written >= 0 {
+			push(s.written, s.applied)
+		}
+		in.Now = func() time.Time { return start.Add(s.read) }
+		in.Poll(ctx)
 		if got := [3]int{drain(in.Cells), drain(in.Apps), drain(in.Rollouts)}; got != [3]int{s.cells, s.apps, s.rollouts} {
 			t.Errorf("%s: cell, app, rollout events = %v, want %v", s.name, got, [3]int{s.cells, s.apps, s.rollouts})
+		}
+		e, ok := reports.Get("c1")
+		if v := intake.View(e, ok, reports.PolledAt(), staleAfter); v.Stale != s.stale {
+			t.Errorf("%s: stale = %v, want %v (%s)", s.name, v.Stale, s.stale, v.Message)
 		}
 	}
 }

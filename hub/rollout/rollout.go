@@ -211,7 +211,7 @@ func Judge(app, appNamespace string, cells []Expectation, reports *intake.Report
 	}
 	for _, exp := range cells {
 		e, ok := reports.Get(exp.Cell)
-		v := intake.View(e, ok, now, o.StaleAfter)
+		v := intake.View(e, ok, reports.PolledAt(), o.StaleAfter)
 		switch {
 		case !v.HasReport || v.Stale:
 			switch o.Policy {

@@ -98,7 +98,7 @@ func TestValidate(t *testing.T) {
 func TestJudge(t *testing.T) {
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	report := func(commit string, age time.Duration, appReady bool, msg string) intake.Entry {
-		return intake.Entry{Commit: "s", Report: agentv1alpha1.StatusReport{
+		return intake.Entry{Commit: "s", Seen: now.Add(-age), Report: agentv1alpha1.StatusReport{
 			HeartbeatTime: metav1.NewTime(now.Add(-age)), AppliedCommit: commit,
 			Conditions: []metav1.Condition{{Type: meta.ReadyCondition, Status: metav1.ConditionTrue}},
 			Apps:       []agentv1alpha1.AppReport{{App: "web", AppNamespace: "team", Ready: appReady, Message: msg}},
@@ -134,6 +134,7 @@ func TestJudge(t *testing.T) {
 			for c, e := range tt.reports {
 				rs.Put(c, e)
 			}
+			rs.Polled(now)
 			o := opts
 			o.Policy = tt.policy
 			g := Judge("web", "team", exp("a", "b"), rs, now, o)
@@ -146,6 +147,7 @@ func TestJudge(t *testing.T) {
 	// Past the failure threshold, a canary that is not ready aborts the rollout.
 	rs := intake.NewReports()
 	rs.Put("a", report("new-a", time.Second, false, `Revision "web-2" failed with message: image pull failed.`))
+	rs.Polled(now)
 	late := []Expectation{{Cell: "a", Commit: "new-a", Since: now.Add(-6 * time.Minute)}}
 	g := Judge("web", "team", late, rs, now, opts)
 	if !g.Abort || !strings.Contains(g.Reason, "image pull failed") {

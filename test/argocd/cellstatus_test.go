@@ -32,7 +32,7 @@ func TestCellStatus(t *testing.T) {
 	const staleAfter = 30 * time.Second
 	t0 := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
 	report := func(conds ...metav1.Condition) *intake.Entry {
-		return &intake.Entry{Commit: "c1", Report: agentv1alpha1.StatusReport{Cell: "cell-1", HeartbeatTime: metav1.NewTime(t0), Conditions: conds}}
+		return &intake.Entry{Commit: "c1", Seen: t0, Report: agentv1alpha1.StatusReport{Cell: "cell-1", HeartbeatTime: metav1.NewTime(t0), Conditions: conds}}
 	}
 	cond := func(typ string, status metav1.ConditionStatus, reason, msg string) metav1.Condition {
 		return metav1.Condition{Type: typ, Status: status, Reason: reason, Message: msg}
