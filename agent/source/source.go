@@ -21,6 +21,7 @@ import (
 
 	"github.com/cellsync/cellsync/agent/manifests"
 	"github.com/cellsync/cellsync/controllers/gitauth"
+	"github.com/cellsync/cellsync/controllers/gitrefs"
 )
 
 const remoteName = "origin"
@@ -34,6 +35,8 @@ type Repo struct {
 	branch string
 	repo   *git.Repository
 	remote *git.Remote
+	// protocol is what the last listing used.
+	protocol gitrefs.Protocol
 }
 
 // Open opens (or creates) the bare mirror at dir for url's branch. A URL with a password in it
@@ -71,9 +74,24 @@ func Open(dir, url, branch string) (*Repo, error) {
 	return &Repo{url: url, branch: branch, repo: repo, remote: remote}, nil
 }
 
-// Head lists the remote's refs once and returns the branch's head ("" when the branch does not
-// exist yet).
+// Head lists the branch on the remote and returns its head ("" when the branch does not exist
+// yet). Over HTTP(S) it asks for that one ref with Git protocol v2's ls-refs, so the listing
+// costs the same whatever the number of cells; a server without v2, and SSH, get the full
+// advertisement. Protocol says which the last listing used.
 func (r *Repo) Head(ctx context.Context, auth transport.AuthMethod) (string, error) {
+	want := plumbing.NewBranchReferenceName(r.branch)
+	if gitrefs.Supported(r.url) {
+		refs, proto, err := gitrefs.List(ctx, r.url, auth, want.String())
+		if err != nil {
+			if errors.Is(err, transport.ErrEmptyRemoteRepository) {
+				return "", nil
+			}
+			return "", gitauth.Classify(err, r.url)
+		}
+		r.protocol = proto
+		return refs[want.String()], nil
+	}
+	r.protocol = gitrefs.V0
 	refs, err := r.remote.ListContext(ctx, &git.ListOptions{Auth: auth})
 	if err != nil {
 		if errors.Is(err, transport.ErrEmptyRemoteRepository) {
@@ -81,7 +99,6 @@ func (r *Repo) Head(ctx context.Context, auth transport.AuthMethod) (string, err
 		}
 		return "", gitauth.Classify(err, r.url)
 	}
-	want := plumbing.NewBranchReferenceName(r.branch)
 	for _, ref := range refs {
 		if ref.Name() == want {
 			return ref.Hash().String(), nil
@@ -89,6 +106,9 @@ func (r *Repo) Head(ctx context.Context, auth transport.AuthMethod) (string, err
 	}
 	return "", nil
 }
+
+// Protocol is the protocol the last Head listing used.
+func (r *Repo) Protocol() gitrefs.Protocol { return r.protocol }
 
 // Has reports whether the commit is already on disk.
 func (r *Repo) Has(commit string) bool {

@@ -91,6 +91,8 @@ type syncState struct {
 	// signer is the parsed report-signing key, for the Secret version it was read from.
 	signer    *openpgp.Entity
 	signerFor string
+	// listedWith is how the branch was last listed ("" before the first listing).
+	listedWith string
 }
 
 // +kubebuilder:rbac:groups=agent.cellsync.io,namespace=cellsync-system,resources=cellsyncs,verbs=list;watch;patch
@@ -196,6 +198,10 @@ func (r *CellSyncReconciler) fetchHead(ctx context.Context, cs *agentv1alpha1.Ce
 	if err != nil {
 		o := gitOutcome(err, "Failed to list the remote: ")
 		return "", &o
+	}
+	if p := repo.Protocol().String(); p != st.listedWith {
+		st.listedWith = p
+		ctrl.LoggerFrom(ctx).Info("Listing the branch with " + p)
 	}
 	if head == "" {
 		return "", &outcome.Outcome{Kind: outcome.Waiting, Reason: agentv1alpha1.ReasonGitOperationFailed, Message: fmt.Sprintf("Branch %s does not exist yet", cs.BranchName())}

@@ -34,6 +34,12 @@ type CellReconciler struct {
 	Events  <-chan event.GenericEvent
 	// StaleAfter is how old a heartbeat may be before the cell is Stale.
 	StaleAfter time.Duration
+	// LeaseNamespace holds the cells' heartbeat Leases (the hub's namespace; none when empty),
+	// read through APIReader.
+	LeaseNamespace string
+	APIReader      client.Reader
+
+	leases heartbeatLeases
 }
 
 // +kubebuilder:rbac:groups=hub.cellsync.io,resources=cells,verbs=list;watch
@@ -67,6 +73,11 @@ func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (resul
 	view := intake.View(entry, ok, r.Reports.PolledAt(), r.StaleAfter)
 	out = CellStatus(cell, view)
 	r.reportTrust(cell, view)
+	if err := r.leases.renew(ctx, cell, view.Seen, r.StaleAfter); err != nil {
+		// The heartbeat's age is shown late; the cell's state is right regardless.
+		ctrl.LoggerFrom(ctx).Info("Heartbeat Lease not renewed; retrying", "error", err.Error())
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	}
 	return ctrl.Result{}, nil
 }
 
@@ -79,8 +90,6 @@ func CellStatus(cell *hubv1alpha1.Cell, v intake.CellView) outcome.Outcome {
 		conditions.MarkUnknown(cell, hubv1alpha1.StaleCondition, hubv1alpha1.ReasonNoReport, "%s", v.Message)
 		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonNoReport, Message: v.Message}
 	}
-	hb := v.Heartbeat
-	cell.Status.LastHeartbeatTime = &hb
 	cell.Status.LastAppliedCommit = v.Applied
 	switch {
 	case v.Stale:
@@ -134,6 +143,7 @@ func checkCell(cell *hubv1alpha1.Cell, all []hubv1alpha1.Cell) outcome.Outcome {
 
 // SetupWithManager registers the reconciler: cells, and cells whose report changed.
 func (r *CellReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	r.leases = heartbeatLeases{client: r.Client, reader: r.APIReader, namespace: r.LeaseNamespace}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&hubv1alpha1.Cell{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WatchesRawSource(source.Channel(r.Events, &handler.EnqueueRequestForObject{})).

@@ -10,7 +10,9 @@ import (
 
 	"github.com/fluxcd/pkg/apis/meta"
 	. "github.com/onsi/gomega"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -19,6 +21,7 @@ import (
 	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	"github.com/cellsync/cellsync/controllers/gitauth"
+	hubcontrollers "github.com/cellsync/cellsync/controllers/hub"
 	"github.com/cellsync/cellsync/test/testenv"
 )
 
@@ -88,11 +91,11 @@ func TestHubSeesAgentReports(t *testing.T) {
 	head := heads(t)["cells/s-1"]
 	got := waitCell(t, cell, func(g Gomega, c *hubv1alpha1.Cell) {
 		g.Expect(c.Status.LastAppliedCommit).To(Equal(head))
-		g.Expect(c.Status.LastHeartbeatTime).NotTo(BeNil())
+		g.Expect(heartbeat(g, "s-1")).NotTo(BeNil())
 		g.Expect(apimeta.IsStatusConditionTrue(c.Status.Conditions, meta.ReadyCondition)).To(BeTrue())
 		g.Expect(apimeta.IsStatusConditionFalse(c.Status.Conditions, hubv1alpha1.StaleCondition)).To(BeTrue())
 	})
-	first := got.Status.LastHeartbeatTime.Time
+	first := *heartbeat(g, "s-1")
 	waitFor(t, app, func(g Gomega, a *hubv1alpha1.ServerlessApp) {
 		g.Expect(a.Status.ReadyCells).To(Equal(1))
 		g.Expect(a.Status.CellStatuses).To(HaveLen(1))
@@ -122,10 +125,13 @@ func TestHubSeesAgentReports(t *testing.T) {
 	g.Expect(out).To(MatchRegexp(`(?m)^CELL\s+CLUSTER\s+REVISION\s+TRAFFIC\s+READY\s+HEARTBEAT\s+MESSAGE$`))
 	g.Expect(out).To(MatchRegexp(`(?m)^s-1\s+member-s\s+` + revision + `\s+` + revision + `=100\s+true\s+\d+s ago\s+-$`))
 
-	// Heartbeats keep coming while the agent runs.
-	waitCell(t, cell, func(g Gomega, c *hubv1alpha1.Cell) {
-		g.Expect(c.Status.LastHeartbeatTime.Time).To(BeTemporally(">", first))
-	})
+	// Heartbeats keep coming while the agent runs, renewing the cell's Lease, not its status.
+	rv := got.ResourceVersion
+	g.Eventually(func(g Gomega) {
+		g.Expect(*heartbeat(g, "s-1")).To(BeTemporally(">", first))
+	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
+	g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(cell), got)).To(Succeed())
+	g.Expect(got.ResourceVersion).To(Equal(rv), "a heartbeat alone does not change the Cell")
 
 	// The agent stops: after the threshold the cell is Stale and not Ready; so is the app there.
 	stop()
@@ -136,11 +142,25 @@ func TestHubSeesAgentReports(t *testing.T) {
 		g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
 		g.Expect(ready.Reason).To(Equal(hubv1alpha1.ReasonStale))
 	})
-	g.Expect(time.Since(got.Status.LastHeartbeatTime.Time)).To(BeNumerically(">=", staleAfter))
+	g.Expect(time.Since(*heartbeat(g, "s-1"))).To(BeNumerically(">=", staleAfter))
 	waitFor(t, app, func(g Gomega, a *hubv1alpha1.ServerlessApp) {
 		g.Expect(a.Status.ReadyCells).To(Equal(0))
 		g.Expect(a.Status.CellStatuses[0].Message).To(ContainSubstring("No heartbeat since"))
 	})
+}
+
+// heartbeat is when the hub last saw a new heartbeat of the cell (its Lease's renewTime), nil
+// before the first.
+func heartbeat(g Gomega, cell string) *time.Time {
+	l := &coordinationv1.Lease{}
+	err := k8s.Get(context.Background(), client.ObjectKey{Namespace: hubNamespace, Name: hubcontrollers.LeaseName(cell)}, l)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(l.Labels).To(HaveKeyWithValue(hubv1alpha1.HeartbeatLeaseLabel, cell))
+	g.Expect(l.Spec.RenewTime).NotTo(BeNil())
+	return &l.Spec.RenewTime.Time
 }
 
 func waitCell(t *testing.T, cell *hubv1alpha1.Cell, cond func(g Gomega, c *hubv1alpha1.Cell)) *hubv1alpha1.Cell {

@@ -323,11 +323,15 @@ func TestCanaryWalksSteps(t *testing.T) {
 		g.Expect(ro.Status.StepDisplay).To(Equal("3/4"))
 		g.Expect(ro.Status.StepCompletedAt).To(BeNil())
 	}, 2*time.Second, 200*time.Millisecond).Should(Succeed())
-	// ... nor while it reports the right commit, Ready, with a stale heartbeat (policy Wait).
-	agents.report(app, cellReport{cell: "rw-b", applied: h3["cells/rw-b"], revision: rev2, ready: true, heartbeat: time.Now().Add(-time.Minute)})
+	// ... nor while it reports the right commit, Ready, with a stale heartbeat (policy Wait): its
+	// agent stops heartbeating until the hub judges it stale, then reports the commit without a
+	// newer heartbeat.
+	old := time.Now().Add(-time.Minute)
+	agents.report(app, cellReport{cell: "rw-b", applied: h2["cells/rw-b"], revision: rev1, ready: true, heartbeat: old})
 	waitRollout(t, ro, func(g Gomega, r *hubv1alpha1.Rollout) {
 		g.Expect(r.Status.Message).To(ContainSubstring("rw-b: No heartbeat since"))
 	})
+	agents.report(app, cellReport{cell: "rw-b", applied: h3["cells/rw-b"], revision: rev2, ready: true, heartbeat: old})
 	g.Consistently(func(g Gomega) {
 		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ro), ro)).To(Succeed())
 		g.Expect(ro.Status.StepDisplay).To(Equal("3/4"))
@@ -377,7 +381,11 @@ func TestCanarySkipsStaleCells(t *testing.T) {
 	rev2 := setImage(t, app, "ghcr.io/acme/web:v2")
 	waitStep(t, app, "1/2", hubv1alpha1.PhaseProgressing, 50)
 	h := heads(t)
+	// sk-b's agent stops heartbeating; once the hub judges it stale, the step skips it.
 	agents.report(app, cellReport{cell: "sk-b", applied: h["cells/sk-b"], revision: rev2, ready: true, heartbeat: time.Now().Add(-time.Minute)})
+	waitCell(t, &hubv1alpha1.Cell{ObjectMeta: metav1.ObjectMeta{Name: "sk-b"}}, func(g Gomega, c *hubv1alpha1.Cell) {
+		g.Expect(apimeta.IsStatusConditionTrue(c.Status.Conditions, hubv1alpha1.StaleCondition)).To(BeTrue())
+	})
 	agents.readyAt(app, rev2, "sk-a")
 	waitStep(t, app, "2/2", hubv1alpha1.PhaseProgressing, 100)
 	agents.readyAt(app, rev2, "sk-a", "sk-c")

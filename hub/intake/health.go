@@ -24,9 +24,12 @@ type CellView struct {
 	// AgentProgressing is true when the agent is not ready because it is still on its way
 	// (its Reconciling condition is True): waiting, not failing.
 	AgentProgressing bool
-	Heartbeat        metav1.Time
-	Applied          string
-	Message          string
+	// Heartbeat is the report's heartbeat time, on the agent's clock (shown, never compared).
+	Heartbeat metav1.Time
+	// Seen is when the hub first read that heartbeat, on its own clock.
+	Seen    time.Time
+	Applied string
+	Message string
 	// StaleAt is when a fresh report turns stale.
 	StaleAt time.Time
 }
@@ -39,7 +42,7 @@ func View(e Entry, ok bool, at time.Time, staleAfter time.Duration) CellView {
 	if !ok {
 		return CellView{Message: "No report from the cell's agent yet"}
 	}
-	v := CellView{HasReport: true, Heartbeat: e.Report.HeartbeatTime, Applied: e.Report.AppliedCommit}
+	v := CellView{HasReport: true, Heartbeat: e.Report.HeartbeatTime, Seen: e.Seen, Applied: e.Report.AppliedCommit}
 	v.StaleAt = e.Seen.Add(staleAfter)
 	if !at.Before(v.StaleAt) {
 		v.Stale = true

@@ -96,7 +96,8 @@ func Setup(mgr ctrl.Manager, cfg Config) (*gitstore.Store, error) {
 	}
 	// core/v1 events: what kubectl describe and Flux's notification tooling read.
 	events := mgr.GetEventRecorderFor("cellsync-hub") //nolint:staticcheck
-	cells := &hubcontrollers.CellReconciler{Client: mgr.GetClient(), Recorder: events, Reports: reports, Events: in.Cells, StaleAfter: cfg.StaleAfter}
+	cells := &hubcontrollers.CellReconciler{Client: mgr.GetClient(), Recorder: events, Reports: reports, Events: in.Cells, StaleAfter: cfg.StaleAfter,
+		LeaseNamespace: cfg.Namespace, APIReader: reader}
 	if err := cells.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("failed to set up the Cell controller: %w", err)
 	}

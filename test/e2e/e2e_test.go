@@ -166,6 +166,49 @@ func everyCellRuns(t *testing.T, img string) *hubv1alpha1.Rollout {
 	return ro
 }
 
+// hubKinds are every kind the hub serves.
+var hubKinds = []string{"Cell", "CellPlacement", "ServerlessApp", "Rollout", "RolloutStep", "AppSource"}
+
+// hubObjects lists every hub object as kind/namespace/name → the object.
+func hubObjects(g Gomega) map[string]*unstructured.Unstructured {
+	out := map[string]*unstructured.Unstructured{}
+	for _, kind := range hubKinds {
+		list := &unstructured.UnstructuredList{}
+		list.SetGroupVersionKind(hubv1alpha1.GroupVersion.WithKind(kind + "List"))
+		g.Expect(world.HubClient.List(context.Background(), list)).To(Succeed())
+		for i := range list.Items {
+			u := &list.Items[i]
+			out[kind+"/"+u.GetNamespace()+"/"+u.GetName()] = u
+		}
+	}
+	return out
+}
+
+// quietAtRest samples every hub object and every cell branch head for d while the agents keep
+// heartbeating (every second here): with everything converged, nothing may change.
+func quietAtRest(t *testing.T, d time.Duration) {
+	t.Helper()
+	g := NewWithT(t)
+	before := hubObjects(g)
+	heads := cellHeads(t)
+	g.Expect(before).NotTo(BeEmpty())
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(5 * time.Second) {
+		now := hubObjects(g)
+		g.Expect(cellHeads(t)).To(Equal(heads), "the hub wrote to a cell branch at rest")
+		g.Expect(len(now)).To(Equal(len(before)), "hub objects came or went at rest")
+		for key, b := range before {
+			a := now[key]
+			g.Expect(a).NotTo(BeNil(), "%s is gone", key)
+			if a.GetResourceVersion() != b.GetResourceVersion() {
+				bs, _, _ := unstructured.NestedFieldNoCopy(b.Object, "status")
+				as, _, _ := unstructured.NestedFieldNoCopy(a.Object, "status")
+				t.Fatalf("%s changed at rest (resourceVersion %s → %s)\nstatus before: %v\nstatus after:  %v", key, b.GetResourceVersion(), a.GetResourceVersion(), bs, as)
+			}
+		}
+	}
+	t.Logf("%d hub objects and %d cell branches unchanged over %s of heartbeats", len(before), len(heads), d)
+}
+
 // The whole loop, in the order a team would live it.
 func TestEndToEnd(t *testing.T) {
 	g := NewWithT(t)
@@ -198,6 +241,10 @@ func TestEndToEnd(t *testing.T) {
 		steps := &hubv1alpha1.RolloutStepList{}
 		g.Expect(world.HubClient.List(ctx, steps, client.InNamespace(testenv.WorldAppsNamespace))).To(Succeed())
 		g.Expect(len(steps.Items)).To(BeNumerically(">=", 2), "each advance is a RolloutStep")
+	})
+
+	t.Run("at rest, heartbeats change nothing on the hub and nothing in Git", func(t *testing.T) {
+		quietAtRest(t, time.Minute)
 	})
 
 	t.Run("a failing canary aborts and every cell is back on the previous revision", func(t *testing.T) {

@@ -64,10 +64,6 @@ type CellStatus struct {
 	// +optional
 	Branch string `json:"branch,omitempty"`
 
-	// LastHeartbeatTime is when the cell's agent last reported.
-	// +optional
-	LastHeartbeatTime *metav1.Time `json:"lastHeartbeatTime,omitempty"`
-
 	// LastAppliedCommit is the cell branch commit the agent last applied.
 	// +optional
 	LastAppliedCommit string `json:"lastAppliedCommit,omitempty"`
@@ -87,7 +83,7 @@ type CellStatus struct {
 // +kubebuilder:printcolumn:name="Runtime",type=string,JSONPath=`.spec.runtime`
 // +kubebuilder:printcolumn:name="Branch",type=string,JSONPath=`.status.branch`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
-// +kubebuilder:printcolumn:name="Heartbeat",type=date,JSONPath=`.status.lastHeartbeatTime`
+// +kubebuilder:printcolumn:name="Since",type=date,JSONPath=`.status.conditions[?(@.type=="Ready")].lastTransitionTime`
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type Cell struct {

@@ -87,3 +87,7 @@ const (
 	// LabelCreatedBy says who made a RolloutStep: "hub" for automatic advances.
 	LabelCreatedBy = "hub.cellsync.io/created-by"
 )
+
+// HeartbeatLeaseLabel is on each cell's heartbeat Lease in the hub's namespace (Lease
+// cell-<cell>, renewed when the hub sees a new heartbeat), and holds the cell's name.
+const HeartbeatLeaseLabel = "hub.cellsync.io/cell"

@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -82,6 +83,7 @@ func connect(flags *genericclioptions.ConfigFlags) (client.Client, string, error
 	}
 	scheme := runtime.NewScheme()
 	_ = hubv1alpha1.AddToScheme(scheme)
+	_ = coordinationv1.AddToScheme(scheme)
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		return nil, "", err

@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/duration"
@@ -72,6 +73,17 @@ func status(ctx context.Context, c client.Client, ns, name string, out io.Writer
 	for i := range cells.Items {
 		byName[cells.Items[i].Name] = &cells.Items[i]
 	}
+	// The heartbeats are in the cells' Leases in the hub's namespace; without the right to read
+	// them the column shows "-".
+	heartbeats := map[string]time.Time{}
+	leases := &coordinationv1.LeaseList{}
+	if err := c.List(ctx, leases, client.HasLabels{hubv1alpha1.HeartbeatLeaseLabel}); err == nil {
+		for _, l := range leases.Items {
+			if l.Spec.RenewTime != nil {
+				heartbeats[l.Labels[hubv1alpha1.HeartbeatLeaseLabel]] = l.Spec.RenewTime.Time
+			}
+		}
+	}
 	fmt.Fprintf(out, "App %s/%s  revision %s  rollout %s %s  ready in %d of %d cells\n\n", ns, name, dash(app.Status.Revision),
 		dash(string(ro.Status.Phase)), dash(ro.Status.StepDisplay), app.Status.ReadyCells, app.Status.CellCount)
 	w := tabwriter.NewWriter(out, 0, 0, 3, ' ', 0)
@@ -80,8 +92,8 @@ func status(ctx context.Context, c client.Client, ns, name string, out io.Writer
 		cluster, heartbeat := "-", "-"
 		if cell, ok := byName[s.Cell]; ok {
 			cluster = cell.Spec.Cluster
-			if hb := cell.Status.LastHeartbeatTime; hb != nil {
-				heartbeat = duration.HumanDuration(time.Since(hb.Time)) + " ago"
+			if hb, ok := heartbeats[cell.Name]; ok {
+				heartbeat = duration.HumanDuration(time.Since(hb)) + " ago"
 			}
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%t\t%s\t%s\n", s.Cell, cluster, dash(s.Revision), dash(s.Traffic), s.Ready, heartbeat, dash(s.Message))
