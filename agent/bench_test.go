@@ -130,6 +130,7 @@ func BenchmarkIdlePoll(b *testing.B) {
 	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "ms-cpu/op")
 	b.ReportMetric(float64(after.RefListings-before.RefListings)/float64(b.N), "ref-listings/op")
 	b.ReportMetric(float64(after.Fetches-before.Fetches)/float64(b.N), "fetches/op")
+	b.ReportMetric(float64(after.BytesIn+after.BytesOut-before.BytesIn-before.BytesOut)/float64(b.N), "wire-bytes/op")
 }
 
 // Applying 100 Knative Services to a cell: dry-run all, then server-side apply. Target: < 5 s.

@@ -1,7 +1,7 @@
 // Package gitrefs lists a remote's refs over smart HTTP with Git protocol v2's ls-refs and a
 // ref-prefix, so that a listing costs the same whatever the number of refs in the repository,
 // and falls back to the full (protocol v0) advertisement when the server does not speak v2.
-// The agent and the hub share it; go-git v5 has no v2 client (docs/proposals/0001-v2-ls-refs.md).
+// The agent and the hub share it; go-git v5 has no v2 client (docs/proposals/0002-v2-ls-refs.md).
 package gitrefs
 
 import (
@@ -121,15 +121,25 @@ func lsRefsRequest(ctx context.Context, base string, auth transport.AuthMethod, 
 	defer drain(res)
 	s := pktline.NewScanner(bufio.NewReader(io.LimitReader(res.Body, maxAdvertisement)))
 	refs := map[string]string{}
-	for s.Scan() && len(s.Bytes()) > 0 {
+	for {
+		if !s.Scan() {
+			return nil, fmt.Errorf("reading ls-refs from %s: %w", base, truncated(s.Err()))
+		}
+		if len(s.Bytes()) == 0 { // flush: the end
+			return refs, nil
+		}
 		if err := addRef(refs, s.Bytes(), prefixes); err != nil {
 			return nil, err
 		}
 	}
-	if err := s.Err(); err != nil {
-		return nil, fmt.Errorf("reading ls-refs from %s: %w", base, err)
+}
+
+// truncated is the error of a listing that ended before its flush-pkt.
+func truncated(err error) error {
+	if err != nil {
+		return err
 	}
-	return refs, nil
+	return fmt.Errorf("the listing ended before its end marker (cut off, or larger than %d MiB)", maxAdvertisement>>20)
 }
 
 // readV0 reads a v0 advertisement whose first ref line is first, keeping only the refs asked for.
@@ -145,10 +155,7 @@ func readV0(s *pktline.Scanner, first []byte, prefixes []string) (map[string]str
 			return nil, err
 		}
 		if !s.Scan() {
-			if err := s.Err(); err != nil {
-				return nil, fmt.Errorf("reading the ref advertisement: %w", err)
-			}
-			return refs, nil
+			return nil, fmt.Errorf("reading the ref advertisement: %w", truncated(s.Err()))
 		}
 		line = s.Bytes()
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/cellsync/cellsync/controllers/gitauth"
+	"github.com/cellsync/cellsync/controllers/gitrefs"
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
@@ -345,7 +346,13 @@ func (s *Store) visitList(u Update, heads map[string]plumbing.Hash) []string {
 // refresh lists the remote's branches (one ref listing) and fetches the wanted ones whose head
 // is not known locally. It returns wanted branch → head.
 func (s *Store) refresh(ctx context.Context, auth transport.AuthMethod, want func(branch string) bool) (map[string]plumbing.Hash, error) {
-	refs, err := s.remote.ListContext(ctx, &git.ListOptions{Auth: auth})
+	return s.refreshPrefix(ctx, auth, "", want)
+}
+
+// refreshPrefix is refresh for the branches whose names start with prefix: over HTTP(S) only
+// those are listed (Git protocol v2's ls-refs with a ref-prefix, where the server speaks it).
+func (s *Store) refreshPrefix(ctx context.Context, auth transport.AuthMethod, prefix string, want func(branch string) bool) (map[string]plumbing.Hash, error) {
+	refs, err := s.list(ctx, auth, prefix)
 	if err != nil && !errors.Is(err, transport.ErrEmptyRemoteRepository) {
 		return nil, classify(err, s.opts.URL)
 	}
@@ -371,6 +378,22 @@ func (s *Store) refresh(ctx context.Context, auth transport.AuthMethod, want fun
 		}
 	}
 	return heads, nil
+}
+
+// list lists the remote's refs: with a prefix over HTTP(S), only the branches under it.
+func (s *Store) list(ctx context.Context, auth transport.AuthMethod, prefix string) ([]*plumbing.Reference, error) {
+	if prefix == "" || !gitrefs.Supported(s.opts.URL) {
+		return s.remote.ListContext(ctx, &git.ListOptions{Auth: auth})
+	}
+	heads, _, err := gitrefs.List(ctx, s.opts.URL, auth, plumbing.NewBranchReferenceName(prefix).String())
+	if err != nil {
+		return nil, err
+	}
+	refs := make([]*plumbing.Reference, 0, len(heads))
+	for name, hash := range heads {
+		refs = append(refs, plumbing.NewHashReference(plumbing.ReferenceName(name), plumbing.NewHash(hash)))
+	}
+	return refs, nil
 }
 
 // Heads lists the remote's branches and their heads, fetching what is new.
@@ -418,7 +441,7 @@ func (s *Store) ReadFiles(ctx context.Context, prefix, file string, known func(b
 	if err != nil {
 		return nil, &ConfigError{Err: err}
 	}
-	heads, err := s.refresh(ctx, auth, func(b string) bool { return strings.HasPrefix(b, prefix) })
+	heads, err := s.refreshPrefix(ctx, auth, prefix, func(b string) bool { return strings.HasPrefix(b, prefix) })
 	if err != nil {
 		return nil, err
 	}
@@ -504,7 +527,7 @@ func (s *Store) ReadBranch(ctx context.Context, branch, prefix string) (string, 
 	if err != nil {
 		return "", nil, &ConfigError{Err: err}
 	}
-	heads, err := s.refresh(ctx, auth, func(b string) bool { return b == branch })
+	heads, err := s.refreshPrefix(ctx, auth, branch, func(b string) bool { return b == branch })
 	if err != nil {
 		return "", nil, err
 	}

@@ -1,8 +1,10 @@
 package testenv
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/cgi"
@@ -21,6 +23,9 @@ type GitServer struct {
 	Root     string
 	Username string
 	Password string
+	// ProtocolV0 makes the server ignore clients' Git-Protocol header, as a server without
+	// protocol v2 does.
+	ProtocolV0 bool
 
 	mu       sync.Mutex
 	addr     string
@@ -49,6 +54,8 @@ type Requests struct {
 	Fetches int
 	// Pushes are receive-pack requests that send objects.
 	Pushes int
+	// BytesOut and BytesIn are the bytes of every response and request body.
+	BytesOut, BytesIn int64
 }
 
 // Requests returns the counts so far.
@@ -64,11 +71,18 @@ func (g *GitServer) count(r *http.Request) {
 	if len(g.log) < maxLog {
 		g.log = append(g.log, r.Method+" "+r.URL.RequestURI())
 	}
+	v2 := r.Header.Get("Git-Protocol") == "version=2"
 	switch {
 	case r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/info/refs") && r.URL.Query().Get("service") == "git-upload-pack":
-		g.counts.RefListings++
+		if !v2 { // a v2 client asks for capabilities here, and lists with ls-refs
+			g.counts.RefListings++
+		}
 	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/git-upload-pack"):
-		g.counts.Fetches++
+		if v2 && peek(r, 64) == "command=ls-refs" {
+			g.counts.RefListings++
+		} else {
+			g.counts.Fetches++
+		}
 	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/git-receive-pack"):
 		g.counts.Pushes++
 	}
@@ -158,10 +172,81 @@ func (g *GitServer) auth(next http.Handler) http.Handler {
 			// git http-backend refuses pushes from anonymous users.
 			r.Header.Set("Remote-User", u)
 		}
+		g.mu.Lock()
+		v0 := g.ProtocolV0
+		g.mu.Unlock()
+		if v0 {
+			r.Header.Del("Git-Protocol")
+		}
 		g.count(r)
-		next.ServeHTTP(w, r)
+		body := &countingReader{r: r.Body}
+		r.Body = body
+		cw := &countingWriter{ResponseWriter: w}
+		next.ServeHTTP(cw, r)
+		g.mu.Lock()
+		g.counts.BytesOut += cw.n
+		g.counts.BytesIn += body.n
+		g.mu.Unlock()
 	})
 }
+
+// SetProtocolV0 makes the server answer every client with protocol v0 (true) or as git does.
+func (g *GitServer) SetProtocolV0(v0 bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.ProtocolV0 = v0
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (w *countingWriter) Write(b []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(b)
+	w.n += int64(n)
+	return n, err
+}
+
+// peek returns the payload of the request body's first pkt-line (up to n bytes, without its
+// newline), leaving the body whole.
+func peek(r *http.Request, n int) string {
+	head := make([]byte, n)
+	k, _ := io.ReadFull(r.Body, head)
+	head = head[:k]
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(head), r.Body), r.Body}
+	if len(head) < 4 {
+		return ""
+	}
+	line := head[4:]
+	if i := bytes.IndexByte(line, '\n'); i >= 0 {
+		line = line[:i]
+	}
+	return string(line)
+}
+
+// Flush passes flushes on, for the CGI handler's streaming.
+func (w *countingWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+type countingReader struct {
+	r io.ReadCloser
+	n int64
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingReader) Close() error { return c.r.Close() }
 
 // CreateRepo makes an empty bare repository that accepts pushes over HTTP and returns its URL
 // (without credentials).
