@@ -76,7 +76,7 @@ func branchWith(b *testing.B, url, cell, ns string, n int) string {
 			if err != nil {
 				return err
 			}
-			if err := cellbranch.PutApp(files, cellbranch.CellMeta{Cell: cell}, cellbranch.AppKey{Namespace: "team", Name: a.Name}, r, "", 1); err != nil {
+			if err := cellbranch.PutApp(files, cellbranch.CellMeta{Cell: cell}, cellbranch.AppKey{Namespace: "team", Name: a.Name}, r, ""); err != nil {
 				return err
 			}
 		}

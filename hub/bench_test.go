@@ -67,7 +67,7 @@ func renderAll(b *testing.B, app *hubv1alpha1.ServerlessApp, cells []*hubv1alpha
 		Message:  "bench",
 		Branches: branches,
 		Edit: func(branch string, files *gitstore.Tree) error {
-			return cellbranch.PutApp(files, metas[branch], key, rendered[branch], "", 1)
+			return cellbranch.PutApp(files, metas[branch], key, rendered[branch], "")
 		},
 	}
 }

@@ -69,7 +69,7 @@ func putApps(cell *hubv1alpha1.Cell, apps ...*hubv1alpha1.ServerlessApp) gitstor
 			if err != nil {
 				return err
 			}
-			if err := cellbranch.PutApp(files, cellbranch.CellMeta{Cell: cell.Name, Cluster: cell.Spec.Cluster}, cellbranch.AppKey{Namespace: a.Namespace, Name: a.Name}, r, "", 1); err != nil {
+			if err := cellbranch.PutApp(files, cellbranch.CellMeta{Cell: cell.Name, Cluster: cell.Spec.Cluster}, cellbranch.AppKey{Namespace: a.Namespace, Name: a.Name}, r, ""); err != nil {
 				return err
 			}
 		}

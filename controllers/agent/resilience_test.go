@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"bytes"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -129,8 +130,10 @@ func TestCommitDeadline(t *testing.T) {
 	var cut atomic.Int64
 	upstream := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: target.Scheme, Host: target.Host})
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if stall.Load() && strings.HasSuffix(r.URL.Path, "/git-upload-pack") {
-			_, _ = io.Copy(io.Discard, r.Body) // then the server notices the client hanging up
+		body, _ := io.ReadAll(r.Body) // then the server notices a client hanging up
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		listing := bytes.Contains(body, []byte("command=ls-refs"))
+		if stall.Load() && strings.HasSuffix(r.URL.Path, "/git-upload-pack") && !listing {
 			select {
 			case <-r.Context().Done():
 				cut.Add(1)

@@ -58,7 +58,9 @@ func TestList(t *testing.T) {
 		{name: "unauthorized", get: func(w http.ResponseWriter) { w.WriteHeader(http.StatusUnauthorized) }, is: transport.ErrAuthenticationRequired},
 		{name: "forbidden", get: func(w http.ResponseWriter) { w.WriteHeader(http.StatusForbidden) }, is: transport.ErrAuthorizationFailed},
 		{name: "not found", get: func(w http.ResponseWriter) { w.WriteHeader(http.StatusNotFound) }, is: transport.ErrRepositoryNotFound},
-		{name: "not a ref line", get: func(w http.ResponseWriter) { io.WriteString(w, pkt("# service=git-upload-pack\n", "", "<html>hello</html>\n", "")) }, err: "unexpected line in a ref listing"},
+		{name: "not a ref line", get: func(w http.ResponseWriter) {
+			io.WriteString(w, pkt("# service=git-upload-pack\n", "", "<html>hello</html>\n", ""))
+		}, err: "unexpected line in a ref listing"},
 		{name: "v2 without ls-refs", get: func(w http.ResponseWriter) {
 			io.WriteString(w, pkt("# service=git-upload-pack\n", "", "version 2\n", "fetch\n", ""))
 		}, err: "without ls-refs"},

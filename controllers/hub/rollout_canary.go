@@ -396,7 +396,7 @@ func (c *canary) apply(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			return cellbranch.PutApp(files, meta, key, ra, sourceCommit, c.app.Generation)
+			return cellbranch.PutApp(files, meta, key, ra, sourceCommit)
 		},
 	})
 	if err != nil {
@@ -680,7 +680,7 @@ func (c *canary) ensureRendered(ctx context.Context) error {
 				return err
 			}
 			rc := rendered[branch]
-			return cellbranch.PutApp(files, rc.meta, appKey, rc.app, sourceCommit, c.app.Generation)
+			return cellbranch.PutApp(files, rc.meta, appKey, rc.app, sourceCommit)
 		},
 	}); err != nil {
 		return err

@@ -153,7 +153,7 @@ func (r *ServerlessAppReconciler) reconcile(ctx context.Context, app *hubv1alpha
 					// The Rollout controller writes a canary app's placed cells.
 					return nil
 				}
-				return cellbranch.PutApp(files, c.meta, key, c.app, sourceCommit, app.Generation)
+				return cellbranch.PutApp(files, c.meta, key, c.app, sourceCommit)
 			}
 			return cellbranch.RemoveApp(files, cellMetaOf(branch, cells), key)
 		},

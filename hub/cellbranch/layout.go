@@ -48,7 +48,6 @@ type AppMeta struct {
 	TargetNamespace string   `json:"targetNamespace"`
 	Revision        string   `json:"revision"`
 	SourceCommit    string   `json:"sourceCommit,omitempty"`
-	Generation      int64    `json:"generation"`
 	Files           []string `json:"files"`
 }
 
@@ -84,8 +83,10 @@ func ReadAppMeta(files Files, k AppKey) (*AppMeta, error) {
 	return m, nil
 }
 
-// PutApp writes an app's rendered files into the branch, replacing whatever it had there.
-func PutApp(files Files, cell CellMeta, k AppKey, r *render.RenderedApp, sourceCommit string, generation int64) error {
+// PutApp writes an app's rendered files into the branch, replacing whatever it had there. What
+// it records is derived from Git and the app's spec only (no hub object's generation or UID),
+// so a hub rebuilt on an empty etcd renders the very same trees.
+func PutApp(files Files, cell CellMeta, k AppKey, r *render.RenderedApp, sourceCommit string) error {
 	if owner, err := folderOwner(files, r.Dir, k); err != nil {
 		return err
 	} else if owner != "" {
@@ -99,7 +100,7 @@ func PutApp(files Files, cell CellMeta, k AppKey, r *render.RenderedApp, sourceC
 	}
 	meta := AppMeta{
 		App: k.Name, Namespace: k.Namespace, TargetNamespace: r.TargetNamespace,
-		Revision: r.Revision, SourceCommit: sourceCommit, Generation: generation, Files: r.Paths(),
+		Revision: r.Revision, SourceCommit: sourceCommit, Files: r.Paths(),
 	}
 	b, err := yaml.Marshal(meta)
 	if err != nil {

@@ -58,10 +58,10 @@ func TestPutAndRemoveApps(t *testing.T) {
 	cell := CellMeta{Cell: "eu-1", Cluster: "c1"}
 	a := AppKey{Namespace: "team", Name: "a"}
 	b := AppKey{Namespace: "team", Name: "b"}
-	if err := PutApp(f, cell, a, rendered("apps/a", "service.yaml", "domainmapping-x.yaml"), "abc123", 3); err != nil {
+	if err := PutApp(f, cell, a, rendered("apps/a", "service.yaml", "domainmapping-x.yaml"), "abc123"); err != nil {
 		t.Fatal(err)
 	}
-	if err := PutApp(f, cell, b, rendered("apps/b", "service.yaml"), "", 1); err != nil {
+	if err := PutApp(f, cell, b, rendered("apps/b", "service.yaml"), ""); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"apps/a/domainmapping-x.yaml", "apps/a/service.yaml", "apps/b/service.yaml"}
@@ -69,7 +69,7 @@ func TestPutAndRemoveApps(t *testing.T) {
 		t.Fatalf("kustomization (-want +got):\n%s", d)
 	}
 	meta, err := ReadAppMeta(f, a)
-	if err != nil || meta.SourceCommit != "abc123" || meta.Revision != "rev-1" || meta.Generation != 3 {
+	if err != nil || meta.SourceCommit != "abc123" || meta.Revision != "rev-1" {
 		t.Fatalf("app meta = %+v, %v", meta, err)
 	}
 	if !strings.Contains(string(f[CellMetaFile]), render.Version) {
@@ -77,7 +77,7 @@ func TestPutAndRemoveApps(t *testing.T) {
 	}
 
 	// A new render drops files the app no longer has.
-	if err := PutApp(f, cell, a, rendered("apps/a", "service.yaml"), "", 4); err != nil {
+	if err := PutApp(f, cell, a, rendered("apps/a", "service.yaml"), ""); err != nil {
 		t.Fatal(err)
 	}
 	if f.Has("apps/a/domainmapping-x.yaml") {
@@ -105,10 +105,10 @@ func TestPutAndRemoveApps(t *testing.T) {
 func TestTwoAppsCannotShareAFolder(t *testing.T) {
 	f := memFiles{}
 	cell := CellMeta{Cell: "eu-1"}
-	if err := PutApp(f, cell, AppKey{Namespace: "team-a", Name: "web"}, rendered("apps/web", "service.yaml"), "", 1); err != nil {
+	if err := PutApp(f, cell, AppKey{Namespace: "team-a", Name: "web"}, rendered("apps/web", "service.yaml"), ""); err != nil {
 		t.Fatal(err)
 	}
-	err := PutApp(f, cell, AppKey{Namespace: "team-b", Name: "web"}, rendered("apps/web", "service.yaml"), "", 1)
+	err := PutApp(f, cell, AppKey{Namespace: "team-b", Name: "web"}, rendered("apps/web", "service.yaml"), "")
 	var conflict *ConflictError
 	if !errors.As(err, &conflict) || !strings.Contains(conflict.Message, "team-a/web") {
 		t.Fatalf("want a conflict naming team-a/web, got %v", err)

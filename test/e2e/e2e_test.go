@@ -329,6 +329,49 @@ func TestEndToEnd(t *testing.T) {
 		g.Expect(rollout(g).Status.StableRevision).To(Equal(stable))
 	})
 
+	t.Run("the hub's etcd is lost: a new hub rebuilds every object from Git and writes nothing", func(t *testing.T) {
+		g := NewWithT(t)
+		push(t, "web v6", map[string]string{"apps/web.yaml": testenv.SampleApp("ghcr.io/knative/helloworld-go:v6", 5*time.Second)})
+		before := everyCellRuns(t, "ghcr.io/knative/helloworld-go:v6")
+		heads := cellHeads(t)
+		kinds := map[string]int{}
+		for key := range hubObjects(g) {
+			kinds[strings.SplitN(key, "/", 2)[0]]++
+		}
+		type seen struct{ uid, rv string }
+		members := func(g Gomega) map[string]seen {
+			out := map[string]seen{}
+			for _, m := range world.Members {
+				svc := service(g, m, "web")
+				g.Expect(svc).NotTo(BeNil())
+				out[m.Name] = seen{string(svc.GetUID()), svc.GetResourceVersion()}
+			}
+			return out
+		}
+		running := members(g)
+
+		g.Expect(world.RebuildHub()).To(Succeed())
+		g.Eventually(func(g Gomega) {
+			ro := rollout(g)
+			g.Expect(ro.Status.Phase).To(Equal(hubv1alpha1.PhaseCompleted), "rollout: %s %s", ro.Status.StepDisplay, ro.Status.Message)
+			g.Expect(ro.Status.StableRevision).To(Equal(before.Status.StableRevision))
+			g.Expect(ro.Status.CellsDisplay).To(Equal("3/3/3"))
+			now := map[string]int{}
+			for key := range hubObjects(g) {
+				now[strings.SplitN(key, "/", 2)[0]]++
+			}
+			// RolloutSteps are the history of the lost hub's actions; everything else is back.
+			delete(kinds, "RolloutStep")
+			delete(now, "RolloutStep")
+			g.Expect(now).To(Equal(kinds))
+		}, timeout, time.Second).Should(Succeed())
+		g.Consistently(func(g Gomega) {
+			g.Expect(cellHeads(t)).To(Equal(heads), "the new hub wrote to a cell branch")
+			g.Expect(rollout(g).Status.Phase).To(Equal(hubv1alpha1.PhaseCompleted), "the completed rollout started again")
+		}, 3*poll, 500*time.Millisecond).Should(Succeed())
+		g.Expect(members(g)).To(Equal(running), "the members' objects were not touched")
+	})
+
 	t.Run("deleting the app from main prunes it from every cell", func(t *testing.T) {
 		g := NewWithT(t)
 		placementOnly := strings.SplitN(testenv.SampleApp("x", time.Second), "---\n", 2)[0]

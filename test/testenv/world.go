@@ -119,20 +119,7 @@ func StartWorld(opts WorldOptions) (w *World, err error) {
 		return w, err
 	}
 	opts.Progress("starting the hub apiserver (envtest: kube-apiserver + etcd)")
-	if w.Hub, err = StartCluster(ClusterOptions{HubCRDs: true}); err != nil {
-		return w, err
-	}
-	w.HubKubeconfig = filepath.Join(opts.Dir, "hub.kubeconfig")
-	if err = WriteKubeconfig(w.Hub.Config, w.HubKubeconfig); err != nil {
-		return w, err
-	}
-	if w.HubClient, err = client.New(w.Hub.Config, client.Options{Scheme: hubmanager.Scheme()}); err != nil {
-		return w, err
-	}
-	if err = w.seedHub(); err != nil {
-		return w, err
-	}
-	if err = w.startHub(); err != nil {
+	if err = w.newHub(); err != nil {
 		return w, err
 	}
 	for i := 1; i <= opts.Members; i++ {
@@ -151,6 +138,42 @@ func StartWorld(opts WorldOptions) (w *World, err error) {
 		return w, err
 	}
 	return w, nil
+}
+
+// newHub starts a hub apiserver with an empty etcd, seeds it with what a person installs (the
+// namespace, the Git Secret, the Cells and the AppSource) and starts the hub manager on it.
+func (w *World) newHub() error {
+	var err error
+	if w.Hub, err = StartCluster(ClusterOptions{HubCRDs: true}); err != nil {
+		return err
+	}
+	w.HubKubeconfig = filepath.Join(w.Opts.Dir, "hub.kubeconfig")
+	if err = WriteKubeconfig(w.Hub.Config, w.HubKubeconfig); err != nil {
+		return err
+	}
+	if w.HubClient, err = client.New(w.Hub.Config, client.Options{Scheme: hubmanager.Scheme()}); err != nil {
+		return err
+	}
+	if err = w.seedHub(); err != nil {
+		return err
+	}
+	return w.startHub()
+}
+
+// RebuildHub loses the hub: its manager and its apiserver with etcd are stopped, and a new hub
+// starts on a new, empty apiserver with the same Git repository, given only the Cells and the
+// AppSource again. Everything else must come back from Git.
+func (w *World) RebuildHub() error {
+	if w.stopHub != nil {
+		w.stopHub()
+		w.stopHub = nil
+	}
+	if w.Hub != nil {
+		if err := w.Hub.Stop(); err != nil {
+			return fmt.Errorf("stopping the hub apiserver: %w", err)
+		}
+	}
+	return w.newHub()
 }
 
 // interrupted is the Context's error, once it is done.
