@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/yaml"
 
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	"github.com/cellsync/cellsync/controllers/outcome"
@@ -47,6 +48,8 @@ type canary struct {
 	all    []hubv1alpha1.Cell
 	steps  []rollout.Step
 	rev    string
+	// held says why the rollout holds without writing (its state was lost mid-canary).
+	held string
 }
 
 func (c *canary) reconcile(ctx context.Context, pending []*hubv1alpha1.RolloutStep) (outcome.Outcome, ctrl.Result, error) {
@@ -88,6 +91,10 @@ func (c *canary) reconcile(ctx context.Context, pending []*hubv1alpha1.RolloutSt
 		if err := c.take(ctx, s); err != nil {
 			return c.fail(err)
 		}
+	}
+	if c.held != "" && c.ro.Status.Step == 0 {
+		c.summarize()
+		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonStateLost, Message: c.held}, ctrl.Result{RequeueAfter: c.r.pollEvery()}, nil
 	}
 	out, result, err := c.progress(ctx)
 	c.summarize()
@@ -157,6 +164,20 @@ func (c *canary) needsStart() bool {
 func (c *canary) start(ctx context.Context) error {
 	st := &c.ro.Status
 	first := st.StableRevision == "" && !c.anyTouched()
+	if first {
+		// No state on this hub: a new Rollout, or a hub rebuilt on an empty etcd. The cell
+		// branches say whether this really is the app's first deploy.
+		held, isFirst, err := c.recover(ctx)
+		if err != nil {
+			return err
+		}
+		if held != "" {
+			c.held = held
+			st.CanaryRevision, st.Phase, st.Paused, st.Step, st.Message = c.rev, hubv1alpha1.PhasePaused, true, 0, held
+			return nil
+		}
+		first = isFirst
+	}
 	if active(st.Phase) && st.CanaryRevision != "" && st.CanaryRevision != c.rev {
 		st.SupersededRevision = st.CanaryRevision
 		c.r.Recorder.Eventf(c.ro, corev1.EventTypeNormal, hubv1alpha1.ReasonSuperseded,
@@ -176,6 +197,86 @@ func (c *canary) start(ctx context.Context) error {
 		return err
 	}
 	return c.moveTo(ctx, target, mask, weight, "")
+}
+
+// recover reads the app's record in every placed cell's branch when the rollout has no state.
+// No cell has the app: its first deploy (straight to the last step). Every cell runs the app's
+// revision plainly: the last step, re-rendered byte for byte and judged by its gate. Every cell
+// that has the app runs one other revision plainly: a canary from step 1, as always. Anything
+// else is a canary in flight whose steps and last-known-good commits this hub never saw: it
+// holds, writing nothing, with a message that says what the branches hold and what to do.
+func (c *canary) recover(ctx context.Context) (held string, first bool, err error) {
+	key := cellbranch.AppKey{Namespace: c.app.Namespace, Name: c.app.Name}
+	metas, err := c.r.Store.ReadFiles(ctx, hubv1alpha1.CellBranchPrefix, cellbranch.AppMetaPath(key), func(string, string) bool { return false })
+	if err != nil {
+		return "", false, err
+	}
+	revisions := map[string][]string{} // revision → cells (split: revision + " (split)")
+	with := 0
+	for _, cell := range c.placed {
+		f, ok := metas[cell.BranchName()]
+		if !ok {
+			continue
+		}
+		m := &cellbranch.AppMeta{}
+		if err := yaml.Unmarshal(f.Content, m); err != nil {
+			return "", false, fmt.Errorf("cannot read %s in branch %s: %w", cellbranch.AppMetaPath(key), cell.BranchName(), err)
+		}
+		with++
+		rev := m.Revision
+		if split, err := c.splitIn(ctx, cell.BranchName(), m); err != nil {
+			return "", false, err
+		} else if split {
+			rev += " with a traffic split"
+		}
+		revisions[rev] = append(revisions[rev], cell.Name)
+	}
+	switch {
+	case with == 0:
+		return "", true, nil
+	case len(revisions) == 1 && with == len(c.placed) && len(revisions[c.rev]) == with:
+		return "", true, nil
+	case len(revisions) == 1 && len(revisions[c.rev]) == 0 && !strings.HasSuffix(firstKey(revisions), " with a traffic split"):
+		return "", false, nil
+	}
+	var parts []string
+	for rev, cells := range revisions {
+		sort.Strings(cells)
+		parts = append(parts, fmt.Sprintf("%s in %s", rev, strings.Join(cells, ", ")))
+	}
+	sort.Strings(parts)
+	return fmt.Sprintf("This hub has no state for the rollout of %s, and the cell branches hold a canary in flight (%s), likely from a hub that was lost: "+
+		"holding, nothing is written. To finish the rollout: kubectl cells promote %s --full; to go back, push the previous spec to the source branch, then promote it with --full",
+		c.rev, strings.Join(parts, "; "), c.app.Name), false, nil
+}
+
+// splitIn reports whether the app's rendered files in the branch split traffic (a canary step).
+func (c *canary) splitIn(ctx context.Context, branch string, m *cellbranch.AppMeta) (bool, error) {
+	for _, p := range m.Files {
+		files, err := c.r.Store.ReadFiles(ctx, branch, p, func(b, _ string) bool { return b != branch })
+		if err != nil {
+			return false, err
+		}
+		f, ok := files[branch]
+		if !ok {
+			continue
+		}
+		split, err := render.HasSplit(f.Content)
+		if err != nil {
+			return false, fmt.Errorf("cannot read %s in branch %s: %w", p, branch, err)
+		}
+		if split {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func firstKey(m map[string][]string) string {
+	for k := range m {
+		return k
+	}
+	return ""
 }
 
 // take acts on one RolloutStep. It refuses what it cannot do, with a reason and nothing written;

@@ -5,6 +5,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
+	"sigs.k8s.io/yaml"
 
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 )
@@ -46,4 +47,22 @@ func target(revision string, percent int64, tag string) map[string]any {
 		t["tag"] = tag
 	}
 	return t
+}
+
+// HasSplit reports whether a rendered file is a Knative Service whose traffic is split for a
+// canary step (it routes to a revision tagged canary). Other objects have no split.
+func HasSplit(content []byte) (bool, error) {
+	svc := &servingv1.Service{}
+	if err := yaml.Unmarshal(content, svc); err != nil {
+		return false, err
+	}
+	if svc.Kind != "Service" || svc.APIVersion != servingv1.SchemeGroupVersion.String() {
+		return false, nil
+	}
+	for _, t := range svc.Spec.Traffic {
+		if t.Tag == TagCanary {
+			return true, nil
+		}
+	}
+	return false, nil
 }

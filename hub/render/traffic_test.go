@@ -28,6 +28,18 @@ func TestCanarySplit(t *testing.T) {
 	g.Expect(*svc.Spec.Traffic[1].Percent).To(BeEquivalentTo(10))
 	g.Expect(svc.Spec.Traffic[1].Tag).To(Equal(TagCanary))
 
+	// A branch's files say whether they hold a canary split (a hub that lost its state reads them).
+	for p, b := range r.Files {
+		split, err := HasSplit(b)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(split).To(Equal(p == r.Dir+"/service.yaml"), p)
+	}
+	for p, b := range stable.Files {
+		g.Expect(HasSplit(b)).To(BeFalse(), p)
+	}
+	_, err = HasSplit([]byte("kind: [\n"))
+	g.Expect(err).To(HaveOccurred())
+
 	// Promotion: 100 % to the new revision, one target.
 	full, err := Render(Input{App: v2, Cell: newCell("eu-1"), Split: &TrafficSplit{StableRevision: r.Revision, CanaryPercent: 100}})
 	g.Expect(err).NotTo(HaveOccurred())

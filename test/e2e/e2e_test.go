@@ -15,8 +15,10 @@ import (
 	"github.com/fluxcd/pkg/apis/meta"
 	. "github.com/onsi/gomega"
 	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -370,6 +372,39 @@ func TestEndToEnd(t *testing.T) {
 			g.Expect(rollout(g).Status.Phase).To(Equal(hubv1alpha1.PhaseCompleted), "the completed rollout started again")
 		}, 3*poll, 500*time.Millisecond).Should(Succeed())
 		g.Expect(members(g)).To(Equal(running), "the members' objects were not touched")
+
+		// Lost in the middle of a canary: the new hub finds the step from the cell branches.
+		push(t, "web v7", map[string]string{"apps/web.yaml": testenv.SampleApp("ghcr.io/knative/helloworld-go:v7", 5*time.Second)})
+		g.Eventually(func(g Gomega) {
+			ro := rollout(g)
+			g.Expect(ro.Status.StepDisplay).To(Equal("2/3"))
+			g.Expect(ro.Status.Phase).To(Equal(hubv1alpha1.PhaseProgressing))
+		}, timeout, 200*time.Millisecond).Should(Succeed())
+		mid := cellHeads(t)
+		g.Expect(world.RebuildHub()).To(Succeed())
+		// It holds, writing nothing, and says what the branches hold and what to do ...
+		g.Eventually(func(g Gomega) {
+			ro := rollout(g)
+			g.Expect(ro.Status.Phase).To(Equal(hubv1alpha1.PhasePaused), "rollout: %s %s", ro.Status.StepDisplay, ro.Status.Message)
+			g.Expect(ro.Status.Message).To(ContainSubstring("the cell branches hold a canary in flight"))
+			g.Expect(ro.Status.Message).To(ContainSubstring("with a traffic split in cell-1, cell-2"))
+			g.Expect(ro.Status.Message).To(ContainSubstring("promote web --full"))
+		}, timeout, time.Second).Should(Succeed())
+		g.Consistently(func(g Gomega) {
+			g.Expect(cellHeads(t)).To(Equal(mid), "the new hub wrote to a cell branch while holding")
+			g.Expect(rollout(g).Status.Phase).To(Equal(hubv1alpha1.PhasePaused))
+		}, 3*poll, 500*time.Millisecond).Should(Succeed())
+		// ... until a person promotes it.
+		ro := rollout(g)
+		g.Expect(world.HubClient.Create(ctx, &hubv1alpha1.RolloutStep{
+			ObjectMeta: metav1.ObjectMeta{Namespace: testenv.WorldAppsNamespace, GenerateName: "web-promote-",
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: hubv1alpha1.GroupVersion.String(), Kind: "Rollout", Name: ro.Name, UID: ro.UID}}},
+			Spec: hubv1alpha1.RolloutStepSpec{RolloutRef: corev1.LocalObjectReference{Name: "web"}, Action: hubv1alpha1.ActionPromote, Reason: "recovered after losing the hub"},
+		})).To(Succeed())
+		g.Eventually(func(g Gomega) {
+			g.Expect(rollout(g).Status.Phase).To(Equal(hubv1alpha1.PhaseCompleted))
+		}, timeout, time.Second).Should(Succeed())
+		everyCellRuns(t, "ghcr.io/knative/helloworld-go:v7")
 	})
 
 	t.Run("deleting the app from main prunes it from every cell", func(t *testing.T) {

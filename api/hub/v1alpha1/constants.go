@@ -67,6 +67,9 @@ const (
 	ReasonStepComplete      = "StepComplete"
 	ReasonAwaitingApproval  = "AwaitingApproval"
 	ReasonPaused            = "Paused"
+	// ReasonStateLost: the rollout has no state on this hub (its etcd was lost) while the cell
+	// branches hold a canary in flight; it holds until a person decides.
+	ReasonStateLost = "StateLost"
 	ReasonAborted           = "Aborted"
 	ReasonSuperseded        = "Superseded"
 	ReasonRolloutNotFound   = "RolloutNotFound"
