@@ -69,18 +69,18 @@ const (
 	ReasonPaused            = "Paused"
 	// ReasonStateLost: the rollout has no state on this hub (its etcd was lost) while the cell
 	// branches hold a canary in flight; it holds until a person decides.
-	ReasonStateLost = "StateLost"
-	ReasonAborted           = "Aborted"
-	ReasonSuperseded        = "Superseded"
-	ReasonRolloutNotFound   = "RolloutNotFound"
-	ReasonInvalidStep       = "InvalidStep"
-	ReasonStepConflict      = "ConflictingStep"
-	ReasonStepDone          = "StepSucceeded"
-	ReasonUndoFailed        = "UndoRefused"
-	ReasonSynced            = "Synced"
-	ReasonInvalidSource     = "InvalidSource"
-	ReasonSourceForbidden   = "SourceForbidden"
-	ReasonBranchNotFound    = "BranchNotFound"
+	ReasonStateLost       = "StateLost"
+	ReasonAborted         = "Aborted"
+	ReasonSuperseded      = "Superseded"
+	ReasonRolloutNotFound = "RolloutNotFound"
+	ReasonInvalidStep     = "InvalidStep"
+	ReasonStepConflict    = "ConflictingStep"
+	ReasonStepDone        = "StepSucceeded"
+	ReasonUndoFailed      = "UndoRefused"
+	ReasonSynced          = "Synced"
+	ReasonInvalidSource   = "InvalidSource"
+	ReasonSourceForbidden = "SourceForbidden"
+	ReasonBranchNotFound  = "BranchNotFound"
 )
 
 // Labels on hub-made objects.
