@@ -25,6 +25,9 @@ import (
 	"github.com/cellsync/cellsync/hub/intake"
 )
 
+// cellBranchIndex indexes Cells by the branch they use.
+const cellBranchIndex = "cellBranch"
+
 // CellReconciler checks a cell's spec, publishes its branch, and judges its agent's reports.
 type CellReconciler struct {
 	client.Client
@@ -58,8 +61,10 @@ func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (resul
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
 	}()
+	// Only the cells on the same branch, from the cache's index: a heartbeat costs no scan of
+	// the fleet.
 	cells := &hubv1alpha1.CellList{}
-	if err := r.List(ctx, cells); err != nil {
+	if err := r.List(ctx, cells, client.MatchingFields{cellBranchIndex: cell.BranchName()}); err != nil {
 		out = outcome.Outcome{Kind: outcome.Retrying, Reason: hubv1alpha1.ReasonProgressing, Message: err.Error()}
 		return ctrl.Result{}, err
 	}
@@ -144,6 +149,11 @@ func checkCell(cell *hubv1alpha1.Cell, all []hubv1alpha1.Cell) outcome.Outcome {
 // SetupWithManager registers the reconciler: cells, and cells whose report changed.
 func (r *CellReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.leases = heartbeatLeases{client: r.Client, reader: r.APIReader, namespace: r.LeaseNamespace}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &hubv1alpha1.Cell{}, cellBranchIndex, func(o client.Object) []string {
+		return []string{o.(*hubv1alpha1.Cell).BranchName()}
+	}); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&hubv1alpha1.Cell{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WatchesRawSource(source.Channel(r.Events, &handler.EnqueueRequestForObject{})).

@@ -136,6 +136,16 @@ func push(t *testing.T, msg string, files map[string]string) string {
 	return c
 }
 
+// progressingAt waits until the rollout is in progress at step (for example "2/3").
+func progressingAt(t *testing.T, step string) {
+	t.Helper()
+	NewWithT(t).Eventually(func(g Gomega) {
+		ro := rollout(g)
+		g.Expect(ro.Status.StepDisplay).To(Equal(step))
+		g.Expect(ro.Status.Phase).To(Equal(hubv1alpha1.PhaseProgressing))
+	}, timeout, 200*time.Millisecond).Should(Succeed())
+}
+
 // everyCellRuns waits until every member runs the app's Knative Service with the image, Ready,
 // and the hub shows the rollout completed with every cell's applied commit.
 func everyCellRuns(t *testing.T, img string) *hubv1alpha1.Rollout {
@@ -309,22 +319,14 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("the hub restarts in the middle of rollouts: a good canary completes, a failing one aborts to the last-known-good trees", func(t *testing.T) {
 		g := NewWithT(t)
 		push(t, "web v5", map[string]string{"apps/web.yaml": testenv.SampleApp("ghcr.io/knative/helloworld-go:v5", 5*time.Second)})
-		g.Eventually(func(g Gomega) {
-			ro := rollout(g)
-			g.Expect(ro.Status.StepDisplay).To(Equal("2/3"))
-			g.Expect(ro.Status.Phase).To(Equal(hubv1alpha1.PhaseProgressing))
-		}, timeout, 200*time.Millisecond).Should(Succeed())
+		progressingAt(t, "2/3")
 		g.Expect(world.RestartHub()).To(Succeed())
 		ro := everyCellRuns(t, "ghcr.io/knative/helloworld-go:v5")
 		stable := ro.Status.StableRevision
 
 		before := cellHeads(t)
 		push(t, "web broken again", map[string]string{"apps/web.yaml": testenv.SampleApp("ghcr.io/knative/helloworld-go:broken", 5*time.Second)})
-		g.Eventually(func(g Gomega) {
-			ro := rollout(g)
-			g.Expect(ro.Status.StepDisplay).To(Equal("1/3"))
-			g.Expect(ro.Status.Phase).To(Equal(hubv1alpha1.PhaseProgressing))
-		}, timeout, 200*time.Millisecond).Should(Succeed())
+		progressingAt(t, "1/3")
 		// The new hub has no clone: the last-known-good commit is fetched by its hash.
 		g.Expect(world.RestartHub()).To(Succeed())
 		abortedBackTo(t, before, "ghcr.io/knative/helloworld-go:v5")
@@ -375,11 +377,7 @@ func TestEndToEnd(t *testing.T) {
 
 		// Lost in the middle of a canary: the new hub finds the step from the cell branches.
 		push(t, "web v7", map[string]string{"apps/web.yaml": testenv.SampleApp("ghcr.io/knative/helloworld-go:v7", 5*time.Second)})
-		g.Eventually(func(g Gomega) {
-			ro := rollout(g)
-			g.Expect(ro.Status.StepDisplay).To(Equal("2/3"))
-			g.Expect(ro.Status.Phase).To(Equal(hubv1alpha1.PhaseProgressing))
-		}, timeout, 200*time.Millisecond).Should(Succeed())
+		progressingAt(t, "2/3")
 		mid := cellHeads(t)
 		g.Expect(world.RebuildHub()).To(Succeed())
 		// It holds, writing nothing, and says what the branches hold and what to do ...
