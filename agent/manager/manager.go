@@ -31,6 +31,8 @@ type Config struct {
 	Workers int
 	// CommitDeadline bounds fetching, reading and applying one commit.
 	CommitDeadline time.Duration
+	// Now is the agent's clock, for its heartbeat times (time.Now when nil).
+	Now func() time.Time
 }
 
 // DefaultServiceAccount is the ServiceAccount a CellSync applies as when it names none.
@@ -77,6 +79,7 @@ func Setup(mgr ctrl.Manager, cfg Config) error {
 		DefaultServiceAccount: cfg.DefaultServiceAccount,
 		Workers:               cfg.Workers,
 		CommitDeadline:        cfg.CommitDeadline,
+		Now:                   cfg.Now,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("failed to set up the CellSync controller: %w", err)

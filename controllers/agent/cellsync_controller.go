@@ -62,6 +62,8 @@ type CellSyncReconciler struct {
 	Workers int
 	// CommitDeadline bounds fetching, reading and applying one commit.
 	CommitDeadline time.Duration
+	// Now is the agent's clock, for its heartbeat times (time.Now when nil).
+	Now func() time.Time
 
 	mu      sync.Mutex
 	state   map[types.NamespacedName]*syncState
@@ -331,6 +333,13 @@ func (r *CellSyncReconciler) overDeadline(commitCtx context.Context, o *outcome.
 		o.Kind = outcome.Retrying
 		o.Message = fmt.Sprintf("The commit deadline of %s (--commit-deadline) passed, trying again at the next interval: %s", r.commitDeadline(), o.Message)
 	}
+}
+
+func (r *CellSyncReconciler) now() time.Time {
+	if r.Now == nil {
+		return time.Now()
+	}
+	return r.Now()
 }
 
 func (r *CellSyncReconciler) commitDeadline() time.Duration {

@@ -72,7 +72,7 @@ func (r *CellSyncReconciler) report(ctx context.Context, cs *agentv1alpha1.CellS
 	}
 	sum := sha256.Sum256(body)
 	hash := hex.EncodeToString(sum[:])
-	now := time.Now()
+	now := r.now()
 	if hash == st.reportHash && now.Sub(st.reportAt) < cs.HeartbeatOrDefault() {
 		return
 	}

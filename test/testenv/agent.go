@@ -19,6 +19,11 @@ import (
 // namespace, with its Git mirrors in dataDir (a new temporary folder when empty). The returned
 // func stops it and waits until it has stopped.
 func StartAgent(cfg *rest.Config, namespace, dataDir string) (func(), error) {
+	return StartAgentAt(cfg, namespace, dataDir, nil)
+}
+
+// StartAgentAt is StartAgent with the agent's clock (time.Now when nil).
+func StartAgentAt(cfg *rest.Config, namespace, dataDir string, now func() time.Time) (func(), error) {
 	if dataDir == "" {
 		d, err := os.MkdirTemp("", "cellsync-agent-")
 		if err != nil {
@@ -39,7 +44,7 @@ func StartAgent(cfg *rest.Config, namespace, dataDir string) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := manager.Setup(mgr, manager.Config{DataDir: dataDir, HealthPoll: 100 * time.Millisecond, Namespace: namespace}); err != nil {
+	if err := manager.Setup(mgr, manager.Config{DataDir: dataDir, HealthPoll: 100 * time.Millisecond, Namespace: namespace, Now: now}); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -53,6 +53,9 @@ type WorldOptions struct {
 	Processes bool
 	// Context, when set, stops StartWorld between its steps once it is done.
 	Context context.Context
+	// AgentClockSkew sets the in-process agents' clocks this far from the hub's (their
+	// heartbeat times come from it), as two machines' clocks can be apart.
+	AgentClockSkew time.Duration
 }
 
 // Member is one member cluster with its agent, hosting one cell.
@@ -334,7 +337,7 @@ func (w *World) StartMember(name, cell string) (*Member, error) {
 		m.stopAgent = p.Stop
 		return m, nil
 	}
-	if m.stopAgent, err = StartAgent(cl.Config, WorldHubNamespace, data); err != nil {
+	if m.stopAgent, err = StartAgentAt(cl.Config, WorldHubNamespace, data, func() time.Time { return time.Now().Add(w.Opts.AgentClockSkew) }); err != nil {
 		return fail(err)
 	}
 	return m, nil
