@@ -60,7 +60,9 @@ func (e *DryRunError) Error() string { return e.Message }
 // goes through ssa's ApplyAll, whose dry-run of the whole set precedes any write, so nothing is
 // dry-run twice. A larger one is dry-run in full first, then applied kind by kind in ssa's order,
 // the objects of one kind in parallel: the apiserver takes concurrent requests, and one commit
-// of a hundred Services is then not a hundred writes in a row. With several stages an earlier
+// of a hundred Services is then not a hundred writes in a row. Each parallel batch's ApplyAll
+// dry-runs its objects once more before it writes; that second dry-run is the price of parallel
+// writes that never leave part of a refused commit applied. With several stages an earlier
 // stage is written before a later stage's dry-run, so every object whose kind is already served
 // is dry-run first there too.
 func (e *Engine) Apply(ctx context.Context, objs []*unstructured.Unstructured, owner client.ObjectKey, timeout time.Duration) (*ssa.ChangeSet, error) {

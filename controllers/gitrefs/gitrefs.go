@@ -40,9 +40,6 @@ func (p Protocol) String() string {
 // maxAdvertisement bounds what a v0 fallback reads: about 100,000 refs.
 const maxAdvertisement = 16 << 20
 
-// Client is the HTTP client listings use.
-var Client = &http.Client{Transport: http.DefaultTransport}
-
 // Supported reports whether url is one gitrefs can list (HTTP or HTTPS); other URLs are listed
 // by go-git.
 func Supported(url string) bool {
@@ -85,8 +82,8 @@ func List(ctx context.Context, url string, auth transport.AuthMethod, prefixes .
 	}
 	lsRefs := false
 	for s.Scan() && len(s.Bytes()) > 0 {
-		cap := string(bytes.TrimSpace(s.Bytes()))
-		lsRefs = lsRefs || cap == "ls-refs" || strings.HasPrefix(cap, "ls-refs=")
+		capability := string(bytes.TrimSpace(s.Bytes()))
+		lsRefs = lsRefs || capability == "ls-refs" || strings.HasPrefix(capability, "ls-refs=")
 	}
 	if err := s.Err(); err != nil {
 		return nil, V0, fmt.Errorf("reading the capabilities of %s: %w", base, err)
@@ -196,7 +193,7 @@ func do(ctx context.Context, method, url string, auth transport.AuthMethod, body
 	} else if auth != nil {
 		return nil, fmt.Errorf("%s credentials cannot be used with an HTTP URL", auth.Name())
 	}
-	res, err := Client.Do(req)
+	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, err
 	}

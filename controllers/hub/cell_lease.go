@@ -32,36 +32,35 @@ func LeaseName(cell string) string { return "cell-" + cell }
 
 // renew sets the cell's Lease to the heartbeat seen at seen (the hub's clock), writing only when
 // that moved. It is read from the apiserver only when the hub holds no copy (after a restart).
+// The mutex guards the map only, never a request: one cell is reconciled at a time, so its own
+// Lease is never renewed twice at once.
 func (h *heartbeatLeases) renew(ctx context.Context, cell *hubv1alpha1.Cell, seen time.Time, staleAfter time.Duration) error {
 	if h == nil || h.namespace == "" || seen.IsZero() {
 		return nil
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.leases == nil {
-		h.leases = map[string]*coordinationv1.Lease{}
-	}
 	renew := metav1.NewMicroTime(seen)
+	h.mu.Lock()
 	l := h.leases[cell.Name]
+	h.mu.Unlock()
 	if l != nil && l.Spec.RenewTime != nil && l.Spec.RenewTime.Equal(&renew) {
 		return nil
 	}
+	fresh := false
 	if l == nil {
 		l = &coordinationv1.Lease{}
 		err := h.reader.Get(ctx, client.ObjectKey{Namespace: h.namespace, Name: LeaseName(cell.Name)}, l)
 		switch {
 		case apierrors.IsNotFound(err):
-			l = nil
+			fresh = true
+			l = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: h.namespace, Name: LeaseName(cell.Name),
+				Labels: map[string]string{hubv1alpha1.HeartbeatLeaseLabel: cell.Name},
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: hubv1alpha1.GroupVersion.String(), Kind: "Cell",
+					Name: cell.Name, UID: cell.UID}}}}
 		case err != nil:
 			return fmt.Errorf("failed to read the heartbeat Lease: %w", err)
 		}
-	}
-	fresh := l == nil
-	if fresh {
-		l = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: h.namespace, Name: LeaseName(cell.Name),
-			Labels: map[string]string{hubv1alpha1.HeartbeatLeaseLabel: cell.Name},
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: hubv1alpha1.GroupVersion.String(), Kind: "Cell",
-				Name: cell.Name, UID: cell.UID}}}}
+	} else {
+		l = l.DeepCopy() // the cached copy stays as written until a write succeeds
 	}
 	l.Spec.HolderIdentity = ptr.To(cell.Name)
 	l.Spec.LeaseDurationSeconds = ptr.To(int32(staleAfter / time.Second))
@@ -71,6 +70,11 @@ func (h *heartbeatLeases) renew(ctx context.Context, cell *hubv1alpha1.Cell, see
 		err = h.client.Create(ctx, l)
 	} else {
 		err = h.client.Update(ctx, l)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.leases == nil {
+		h.leases = map[string]*coordinationv1.Lease{}
 	}
 	if err != nil {
 		delete(h.leases, cell.Name) // read again next time

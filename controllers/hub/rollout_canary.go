@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -207,76 +208,79 @@ func (c *canary) start(ctx context.Context) error {
 // holds, writing nothing, with a message that says what the branches hold and what to do.
 func (c *canary) recover(ctx context.Context) (held string, first bool, err error) {
 	key := cellbranch.AppKey{Namespace: c.app.Namespace, Name: c.app.Name}
-	metas, err := c.r.Store.ReadFiles(ctx, hubv1alpha1.CellBranchPrefix, cellbranch.AppMetaPath(key), func(string, string) bool { return false })
+	placed := map[string]*hubv1alpha1.Cell{}
+	for _, cell := range c.placed {
+		placed[cell.BranchName()] = cell
+	}
+	// One listing per file path across the placed branches, not one per cell.
+	notPlaced := func(branch, _ string) bool { return placed[branch] == nil }
+	metas, err := c.r.Store.ReadFiles(ctx, hubv1alpha1.CellBranchPrefix, cellbranch.AppMetaPath(key), notPlaced)
 	if err != nil {
 		return "", false, err
 	}
-	revisions := map[string][]string{} // revision → cells (split: revision + " (split)")
-	with := 0
-	for _, cell := range c.placed {
-		f, ok := metas[cell.BranchName()]
-		if !ok {
-			continue
-		}
+	revision := map[string]string{}  // branch → the app's revision there
+	wanting := map[string][]string{} // rendered file → the branches that hold it
+	for branch, f := range metas {
 		m := &cellbranch.AppMeta{}
 		if err := yaml.Unmarshal(f.Content, m); err != nil {
-			return "", false, fmt.Errorf("cannot read %s in branch %s: %w", cellbranch.AppMetaPath(key), cell.BranchName(), err)
+			return "", false, fmt.Errorf("cannot read %s in branch %s: %w", cellbranch.AppMetaPath(key), branch, err)
 		}
-		with++
-		rev := m.Revision
-		if split, err := c.splitIn(ctx, cell.BranchName(), m); err != nil {
-			return "", false, err
-		} else if split {
-			rev += " with a traffic split"
+		revision[branch] = m.Revision
+		for _, p := range m.Files {
+			wanting[p] = append(wanting[p], branch)
 		}
-		revisions[rev] = append(revisions[rev], cell.Name)
 	}
-	switch {
-	case with == 0:
-		return "", true, nil
-	case len(revisions) == 1 && with == len(c.placed) && len(revisions[c.rev]) == with:
-		return "", true, nil
-	case len(revisions) == 1 && len(revisions[c.rev]) == 0 && !strings.HasSuffix(firstKey(revisions), " with a traffic split"):
-		return "", false, nil
+	split := map[string]bool{} // branch → its Knative Service splits traffic (a canary step)
+	for p, branches := range wanting {
+		files, err := c.r.Store.ReadFiles(ctx, hubv1alpha1.CellBranchPrefix, p, func(b, _ string) bool { return !slices.Contains(branches, b) })
+		if err != nil {
+			return "", false, err
+		}
+		for branch, f := range files {
+			s, err := render.HasSplit(f.Content)
+			if err != nil {
+				return "", false, fmt.Errorf("cannot read %s in branch %s: %w", p, branch, err)
+			}
+			split[branch] = split[branch] || s
+		}
+	}
+	// What each cell holds: a revision, plain or split.
+	type holding struct {
+		revision string
+		split    bool
+	}
+	cells := map[holding][]string{}
+	for branch, rev := range revision {
+		h := holding{rev, split[branch]}
+		cells[h] = append(cells[h], placed[branch].Name)
+	}
+	if len(cells) == 0 {
+		return "", true, nil // the app's first deploy
+	}
+	if len(cells) == 1 {
+		for h, in := range cells {
+			switch {
+			case h.split:
+			case h.revision == c.rev && len(in) == len(c.placed):
+				return "", true, nil // the last step, re-rendered as it is
+			case h.revision != c.rev:
+				return "", false, nil // an ordinary canary against that revision
+			}
+		}
 	}
 	var parts []string
-	for rev, cells := range revisions {
-		sort.Strings(cells)
-		parts = append(parts, fmt.Sprintf("%s in %s", rev, strings.Join(cells, ", ")))
+	for h, in := range cells {
+		sort.Strings(in)
+		what := h.revision
+		if h.split {
+			what += " with a traffic split"
+		}
+		parts = append(parts, fmt.Sprintf("%s in %s", what, strings.Join(in, ", ")))
 	}
 	sort.Strings(parts)
 	return fmt.Sprintf("This hub has no state for the rollout of %s, and the cell branches hold a canary in flight (%s), likely from a hub that was lost: "+
 		"holding, nothing is written. To finish the rollout: kubectl cells promote %s --full; to go back, push the previous spec to the source branch, then promote it with --full",
 		c.rev, strings.Join(parts, "; "), c.app.Name), false, nil
-}
-
-// splitIn reports whether the app's rendered files in the branch split traffic (a canary step).
-func (c *canary) splitIn(ctx context.Context, branch string, m *cellbranch.AppMeta) (bool, error) {
-	for _, p := range m.Files {
-		files, err := c.r.Store.ReadFiles(ctx, branch, p, func(b, _ string) bool { return b != branch })
-		if err != nil {
-			return false, err
-		}
-		f, ok := files[branch]
-		if !ok {
-			continue
-		}
-		split, err := render.HasSplit(f.Content)
-		if err != nil {
-			return false, fmt.Errorf("cannot read %s in branch %s: %w", p, branch, err)
-		}
-		if split {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-func firstKey(m map[string][]string) string {
-	for k := range m {
-		return k
-	}
-	return ""
 }
 
 // take acts on one RolloutStep. It refuses what it cannot do, with a reason and nothing written;

@@ -134,8 +134,8 @@ func (r *ServerlessAppReconciler) reconcile(ctx context.Context, app *hubv1alpha
 	}
 	fp := fingerprint(app, pl, cells)
 	if mark, ok := r.unchanged(client.ObjectKeyFromObject(app), fp); ok {
-		again := r.summarize(app, res.Names(), mark.desired)
-		return appOutcome(app, res, 0), ctrl.Result{RequeueAfter: again}, nil
+		r.summarize(app, res.Names(), mark.desired)
+		return appOutcome(app, res, 0), ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
 	}
 	rendered, err := renderCells(app, pl, res)
 	if err != nil {
@@ -173,8 +173,8 @@ func (r *ServerlessAppReconciler) reconcile(ctx context.Context, app *hubv1alpha
 		desired[c.Name] = rendered[c.BranchName()].app.Revision
 	}
 	r.remember(client.ObjectKeyFromObject(app), fp, desired)
-	again := r.summarize(app, res.Names(), desired)
-	return appOutcome(app, res, len(result.Commits)), ctrl.Result{RequeueAfter: again}, nil
+	r.summarize(app, res.Names(), desired)
+	return appOutcome(app, res, len(result.Commits)), ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
 }
 
 // appOutcome says how the app stands once its branches are written.
@@ -202,8 +202,8 @@ func appOutcome(app *hubv1alpha1.ServerlessApp, res *placement.Result, commits i
 }
 
 // summarize fills the per-cell summary from the agents' reports, judged at the intake's last
-// poll (which wakes the app when a cell's staleness flips), and returns when to look again.
-func (r *ServerlessAppReconciler) summarize(app *hubv1alpha1.ServerlessApp, cells []string, desired map[string]string) time.Duration {
+// poll (which wakes the app when a cell's staleness flips).
+func (r *ServerlessAppReconciler) summarize(app *hubv1alpha1.ServerlessApp, cells []string, desired map[string]string) {
 	statuses := intake.AppCells(app, cells, r.Reports, r.Reports.PolledAt(), r.StaleAfter)
 	for i := range statuses {
 		statuses[i].DesiredRevision = desired[statuses[i].Cell]
@@ -218,7 +218,6 @@ func (r *ServerlessAppReconciler) summarize(app *hubv1alpha1.ServerlessApp, cell
 		statuses = statuses[:hubv1alpha1.MaxStatusCells]
 	}
 	app.Status.CellStatuses = statuses
-	return outcome.Jitter(r.Resync)
 }
 
 func (r *ServerlessAppReconciler) unchanged(key types.NamespacedName, fp string) (renderMark, bool) {

@@ -24,14 +24,10 @@ type CellView struct {
 	// AgentProgressing is true when the agent is not ready because it is still on its way
 	// (its Reconciling condition is True): waiting, not failing.
 	AgentProgressing bool
-	// Heartbeat is the report's heartbeat time, on the agent's clock (shown, never compared).
-	Heartbeat metav1.Time
-	// Seen is when the hub first read that heartbeat, on its own clock.
+	// Seen is when the hub first read the latest heartbeat, on its own clock.
 	Seen    time.Time
 	Applied string
 	Message string
-	// StaleAt is when a fresh report turns stale.
-	StaleAt time.Time
 }
 
 // View judges a cell's report at the time of a poll, on the hub's clock: a cell is stale when
@@ -42,9 +38,8 @@ func View(e Entry, ok bool, at time.Time, staleAfter time.Duration) CellView {
 	if !ok {
 		return CellView{Message: "No report from the cell's agent yet"}
 	}
-	v := CellView{HasReport: true, Heartbeat: e.Report.HeartbeatTime, Seen: e.Seen, Applied: e.Report.AppliedCommit}
-	v.StaleAt = e.Seen.Add(staleAfter)
-	if !at.Before(v.StaleAt) {
+	v := CellView{HasReport: true, Seen: e.Seen, Applied: e.Report.AppliedCommit}
+	if at.Sub(e.Seen) >= staleAfter {
 		v.Stale = true
 		v.Message = fmt.Sprintf("No heartbeat since %s, more than %s ago", e.Seen.UTC().Format(time.RFC3339), staleAfter)
 		return v

@@ -66,19 +66,21 @@ func (g *GitServer) Requests() Requests {
 }
 
 func (g *GitServer) count(r *http.Request) {
+	// The body is peeked before the lock: other requests are not held up by this one's client.
+	lsRefs := r.Method == http.MethodPost && r.Header.Get("Git-Protocol") == "version=2" && peek(r, 64) == "command=ls-refs"
+	v2 := r.Header.Get("Git-Protocol") == "version=2"
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if len(g.log) < maxLog {
 		g.log = append(g.log, r.Method+" "+r.URL.RequestURI())
 	}
-	v2 := r.Header.Get("Git-Protocol") == "version=2"
 	switch {
 	case r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/info/refs") && r.URL.Query().Get("service") == "git-upload-pack":
 		if !v2 { // a v2 client asks for capabilities here, and lists with ls-refs
 			g.counts.RefListings++
 		}
 	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/git-upload-pack"):
-		if v2 && peek(r, 64) == "command=ls-refs" {
+		if lsRefs {
 			g.counts.RefListings++
 		} else {
 			g.counts.Fetches++
