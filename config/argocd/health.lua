@@ -2,10 +2,14 @@
 -- Stalled=True is Degraded, Reconciling=True is Progressing, Ready=True is Healthy, Ready=False
 -- is Degraded (Progressing when the reason says it is still on its way), no Ready yet is
 -- Progressing. A Cell that is Stale is Degraded whatever else it says. A Rollout that is Paused
--- (awaiting approval or paused by a RolloutStep) is Suspended.
+-- (awaiting approval, paused by a RolloutStep, or held after a hub lost its state) is Suspended,
+-- and so is any object whose spec.suspend is true.
 local hs = {status = "Progressing", message = "Waiting for status"}
 if obj.status == nil or obj.status.conditions == nil then
   return hs
+end
+if obj.spec ~= nil and obj.spec.suspend == true then
+  return {status = "Suspended", message = "spec.suspend is true"}
 end
 if obj.kind == "Rollout" and obj.status.phase == "Paused" then
   return {status = "Suspended", message = obj.status.message}

@@ -113,7 +113,7 @@ func buildReport(cs *agentv1alpha1.CellSync, health []apply.Health, version stri
 	for _, h := range health {
 		a := agentv1alpha1.AppReport{
 			App: h.App, AppNamespace: h.AppNamespace, Namespace: h.Namespace, Name: h.Name, Kind: h.Kind,
-			Ready: h.Ready, Reason: h.Reason, Message: h.Message,
+			Ready: h.Ready, Failed: h.Failed, Reason: h.Reason, Message: h.Message,
 			LatestReadyRevision: h.LatestReadyRevision, LatestCreatedRevision: h.LatestCreatedRevision,
 		}
 		for _, t := range h.Traffic {

@@ -9,7 +9,6 @@ import (
 	"github.com/fluxcd/pkg/runtime/patch"
 	corev1 "k8s.io/api/core/v1"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
-	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -23,6 +22,7 @@ import (
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	"github.com/cellsync/cellsync/controllers/outcome"
 	"github.com/cellsync/cellsync/hub/intake"
+	"github.com/cellsync/cellsync/hub/status"
 )
 
 // cellBranchIndex indexes Cells by the branch they use.
@@ -69,14 +69,14 @@ func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (resul
 		return ctrl.Result{}, err
 	}
 	cell.Status.Branch = cell.BranchName()
-	out = checkCell(cell, cells.Items)
+	out = status.CellSpec(cell, cells.Items)
 	if out.Kind == outcome.Stalled {
 		return ctrl.Result{}, reconcile.TerminalError(fmt.Errorf("%s", out.Message))
 	}
 	// Judged at the intake's last poll, which wakes this cell when its staleness flips.
 	entry, ok := r.Reports.Get(cell.Name)
 	view := intake.View(entry, ok, r.Reports.PolledAt(), r.StaleAfter)
-	out = CellStatus(cell, view)
+	out = status.Cell(cell, view)
 	r.reportTrust(cell, view)
 	if err := r.leases.renew(ctx, cell, view.Seen, r.StaleAfter); err != nil {
 		// The heartbeat's age is shown late; the cell's state is right regardless.
@@ -84,33 +84,6 @@ func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (resul
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	return ctrl.Result{}, nil
-}
-
-// CellStatus writes what the agent's report says into the cell's status and returns how the
-// cell stands; it reads no clock (the view was judged at a given time). A stale cell is never
-// Ready, whatever its last report said; an agent still converging makes the cell Reconciling,
-// not failed; messages hold no ages, so that nothing changes while the state does not.
-func CellStatus(cell *hubv1alpha1.Cell, v intake.CellView) outcome.Outcome {
-	if !v.HasReport {
-		conditions.MarkUnknown(cell, hubv1alpha1.StaleCondition, hubv1alpha1.ReasonNoReport, "%s", v.Message)
-		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonNoReport, Message: v.Message}
-	}
-	cell.Status.LastAppliedCommit = v.Applied
-	switch {
-	case v.Stale:
-		conditions.MarkTrue(cell, hubv1alpha1.StaleCondition, hubv1alpha1.ReasonStale, "%s", v.Message)
-		return outcome.Outcome{Kind: outcome.Failed, Reason: hubv1alpha1.ReasonStale, Message: v.Message}
-	case !v.AgentReady && v.AgentProgressing:
-		// Waiting is not failure: the agent is on its way (its first branch, a commit it applies).
-		conditions.MarkFalse(cell, hubv1alpha1.StaleCondition, hubv1alpha1.ReasonHeartbeat, "Heartbeat is fresh")
-		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonAgentProgressing, Message: v.Message}
-	case !v.AgentReady:
-		conditions.MarkFalse(cell, hubv1alpha1.StaleCondition, hubv1alpha1.ReasonHeartbeat, "Heartbeat is fresh")
-		return outcome.Outcome{Kind: outcome.Failed, Reason: hubv1alpha1.ReasonAgentNotReady, Message: v.Message}
-	default:
-		conditions.MarkFalse(cell, hubv1alpha1.StaleCondition, hubv1alpha1.ReasonHeartbeat, "Heartbeat is fresh")
-		return outcome.Outcome{Kind: outcome.Succeeded, Reason: hubv1alpha1.ReasonAgentReady, Message: v.Message}
-	}
 }
 
 // reportTrust says whether the cell's reports are signed as its spec.reportKeys demand; an
@@ -128,22 +101,6 @@ func (r *CellReconciler) reportTrust(cell *hubv1alpha1.Cell, v intake.CellView) 
 	default:
 		conditions.Delete(cell, hubv1alpha1.ReportTrustedCondition)
 	}
-}
-
-// checkCell validates what the schema cannot: namespace names and a branch no other cell uses.
-func checkCell(cell *hubv1alpha1.Cell, all []hubv1alpha1.Cell) outcome.Outcome {
-	for _, ns := range cell.Spec.Namespaces {
-		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
-			return outcome.Outcome{Kind: outcome.Stalled, Reason: hubv1alpha1.ReasonInvalidSpec, Message: fmt.Sprintf("namespace %q is not a valid namespace name", ns)}
-		}
-	}
-	for i := range all {
-		o := &all[i]
-		if o.Name != cell.Name && o.BranchName() == cell.BranchName() {
-			return outcome.Outcome{Kind: outcome.Stalled, Reason: hubv1alpha1.ReasonConflict, Message: fmt.Sprintf("cell %q already uses branch %q; give this cell its own spec.branch", o.Name, cell.BranchName())}
-		}
-	}
-	return outcome.Outcome{Kind: outcome.Succeeded, Reason: hubv1alpha1.ReasonAccepted, Message: fmt.Sprintf("Cell is registered; its manifests go to branch %s", cell.BranchName())}
 }
 
 // SetupWithManager registers the reconciler: cells, and cells whose report changed.

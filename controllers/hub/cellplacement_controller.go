@@ -2,8 +2,6 @@ package hub
 
 import (
 	"context"
-	"fmt"
-	"strings"
 	"time"
 
 	"github.com/fluxcd/pkg/runtime/patch"
@@ -18,7 +16,7 @@ import (
 
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	"github.com/cellsync/cellsync/controllers/outcome"
-	"github.com/cellsync/cellsync/hub/placement"
+	"github.com/cellsync/cellsync/hub/status"
 )
 
 // CellPlacementReconciler resolves a placement and shows the result in its status.
@@ -50,34 +48,15 @@ func (r *CellPlacementReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 	_, res, err := resolvePlacement(ctx, r.Client, pl)
 	if err != nil {
-		out = outcomeOf(err)
+		v := status.Classify(err)
+		out = v.Outcome
 		if out.Kind == outcome.Stalled {
 			pl.Status.ResolvedCells, pl.Status.CellCount = nil, 0
-			return ctrl.Result{}, reconcile.TerminalError(err)
 		}
-		return ctrl.Result{}, err
+		return status.Requeue(v, err, r.Resync)
 	}
-	out = placementOutcome(pl, res)
+	out = status.Placement(pl, res)
 	return ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
-}
-
-// placementOutcome writes the resolved cells into the status and says whether that is complete.
-func placementOutcome(pl *hubv1alpha1.CellPlacement, res *placement.Result) outcome.Outcome {
-	pl.Status.CellCount = len(res.Cells)
-	pl.Status.ResolvedCells = boundedNames(res.Names())
-	for _, c := range res.Cells {
-		if _, err := placement.OverridesFor(pl, c); err != nil {
-			return outcomeOf(err)
-		}
-	}
-	if len(res.Missing) > 0 {
-		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonNoCells, Message: fmt.Sprintf("Resolved %d cells; named cells not found: %s", len(res.Cells), strings.Join(res.Missing, ", "))}
-	}
-	msg := fmt.Sprintf("Resolved %d cells", len(res.Cells))
-	if len(res.Cells) > hubv1alpha1.MaxStatusCells {
-		msg += fmt.Sprintf(" (status lists the first %d)", hubv1alpha1.MaxStatusCells)
-	}
-	return outcome.Outcome{Kind: outcome.Succeeded, Reason: hubv1alpha1.ReasonResolved, Message: msg}
 }
 
 // SetupWithManager registers the reconciler; any cell change re-resolves every placement.

@@ -15,7 +15,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/yaml"
 
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
@@ -26,6 +25,7 @@ import (
 	"github.com/cellsync/cellsync/hub/placement"
 	"github.com/cellsync/cellsync/hub/render"
 	"github.com/cellsync/cellsync/hub/rollout"
+	"github.com/cellsync/cellsync/hub/status"
 )
 
 // MaxRolloutCells bounds a canary placement, so that the Rollout status can keep every touched
@@ -34,8 +34,6 @@ const MaxRolloutCells = 1000
 
 // lkgNone is the last-known-good of a branch that did not exist: an abort removes the app.
 const lkgNone = "none"
-
-func nowTime() metav1.Time { return metav1.NewTime(time.Now().UTC().Truncate(time.Second)) }
 
 // canary is one reconcile of a canary rollout.
 type canary struct {
@@ -95,7 +93,7 @@ func (c *canary) reconcile(ctx context.Context, pending []*hubv1alpha1.RolloutSt
 	}
 	if c.held != "" && c.ro.Status.Step == 0 {
 		c.summarize()
-		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonStateLost, Message: c.held}, ctrl.Result{RequeueAfter: c.r.pollEvery()}, nil
+		return status.CanaryAtRest(c.ro.Status, c.held), ctrl.Result{RequeueAfter: c.r.pollEvery()}, nil
 	}
 	out, result, err := c.progress(ctx)
 	c.summarize()
@@ -117,21 +115,15 @@ func (c *canary) forgetUnplaced() {
 	}
 }
 
-// fail turns an error into an outcome: invalid input stalls (a spec change brings the rollout
-// back), Git trouble is retried.
+// fail sorts an error by the hub's one rule (status.Classify, status.Requeue); an app being
+// deleted is not a failure.
 func (c *canary) fail(err error) (outcome.Outcome, ctrl.Result, error) {
 	if errors.Is(err, errAppDeleting) {
 		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonDeleting, Message: "The app is being deleted"}, ctrl.Result{}, nil
 	}
-	var re *rollout.Error
-	if errors.As(err, &re) {
-		return outcome.Outcome{Kind: outcome.Stalled, Reason: hubv1alpha1.ReasonInvalidStrategy, Message: re.Message}, ctrl.Result{}, reconcile.TerminalError(err)
-	}
-	o := outcomeOf(err)
-	if o.Kind == outcome.Stalled {
-		return o, ctrl.Result{RequeueAfter: outcome.Jitter(c.r.resync())}, nil
-	}
-	return o, ctrl.Result{}, err
+	v := status.Classify(err)
+	res, err := status.Requeue(v, err, c.r.resync())
+	return v.Outcome, res, err
 }
 
 func (r *RolloutReconciler) resync() time.Duration {
@@ -623,8 +615,8 @@ func (c *canary) undo(ctx context.Context, s *hubv1alpha1.RolloutStep) error {
 	return nil
 }
 
-// progress judges the current step's gate and moves on: complete, pause, bake, or ask for the
-// next step with a RolloutStep.
+// progress judges the current step's gate and carries out what status.Canary decides:
+// complete, abort, wait (paused, baking, converging), or ask for the next step.
 func (c *canary) progress(ctx context.Context) (outcome.Outcome, ctrl.Result, error) {
 	st := &c.ro.Status
 	switch st.Phase {
@@ -632,17 +624,62 @@ func (c *canary) progress(ctx context.Context) (outcome.Outcome, ctrl.Result, er
 		if err := c.ensureRendered(ctx); err != nil {
 			return c.fail(err)
 		}
-		return outcome.Outcome{Kind: outcome.Succeeded, Reason: hubv1alpha1.ReasonRolledOut, Message: st.Message}, ctrl.Result{RequeueAfter: outcome.Jitter(c.r.resync())}, nil
+		return status.CanaryAtRest(*st, ""), ctrl.Result{RequeueAfter: outcome.Jitter(c.r.resync())}, nil
 	case hubv1alpha1.PhaseAborted:
-		return outcome.Outcome{Kind: outcome.Failed, Reason: hubv1alpha1.ReasonAborted, Message: st.Message}, ctrl.Result{}, nil
+		return status.CanaryAtRest(*st, ""), ctrl.Result{}, nil
 	}
 	if c.r.reapplyDue(client.ObjectKeyFromObject(c.ro), c.stepMark()) {
 		if err := c.apply(ctx); err != nil {
 			return c.fail(err)
 		}
 	}
+	strategy := c.app.Spec.Strategy.Canary
+	facts := status.CanaryStep{App: c.app.Name, Namespace: c.app.Namespace, Revision: c.rev, Step: st.Step, Steps: st.Steps,
+		Gate: c.gate(strategy), Paused: st.Paused, Pause: strategy.Steps[st.Step-1].Pause}
+	if st.StepCompletedAt != nil {
+		t := st.StepCompletedAt.Time
+		facts.PassedAt = &t
+	}
+	d := status.Canary(facts, c.now, c.r.pollEvery())
+	for i := range st.Cells {
+		st.Cells[i].Message = facts.Gate.Notes[st.Cells[i].Cell]
+		st.Cells[i].Skipped = false
+	}
+	if d.Action == status.Abort {
+		if err := c.abort(ctx, d.Message); err != nil {
+			return c.fail(err)
+		}
+		return d.Outcome, ctrl.Result{}, nil
+	}
+	if facts.Gate.Complete {
+		st.SkippedCells = facts.Gate.Skipped
+		for _, n := range facts.Gate.Skipped {
+			c.cell(n).Skipped = true
+		}
+	}
+	if d.FirstPass {
+		t := metav1.NewTime(c.now)
+		st.StepCompletedAt = &t
+		c.markCurrent(ctx, hubv1alpha1.StepSucceeded, hubv1alpha1.ReasonStepComplete, fmt.Sprintf("Step %d/%d complete: %s", st.Step, st.Steps, facts.Gate.Reason))
+		c.r.Recorder.Eventf(c.ro, corev1.EventTypeNormal, hubv1alpha1.ReasonStepComplete, "Step %d/%d complete: %s", st.Step, st.Steps, facts.Gate.Reason)
+	}
+	switch d.Action {
+	case status.Complete:
+		c.complete()
+		return d.Outcome, ctrl.Result{RequeueAfter: outcome.Jitter(c.r.resync())}, nil
+	case status.RequestNext:
+		if err := c.requestNext(ctx); err != nil {
+			return outcome.Outcome{Kind: outcome.Retrying, Reason: hubv1alpha1.ReasonProgressing, Message: err.Error()}, ctrl.Result{}, err
+		}
+	}
+	st.Phase, st.Message = d.Phase, d.Message
+	return d.Outcome, ctrl.Result{RequeueAfter: d.RecheckAfter}, nil
+}
+
+// gate judges the current step from the masked cells' reports, at the intake's last poll.
+func (c *canary) gate(strategy *hubv1alpha1.CanaryStrategy) rollout.Gate {
 	var exps []rollout.Expectation
-	for _, e := range st.Cells {
+	for _, e := range c.ro.Status.Cells {
 		if e.Canary {
 			since := c.now
 			if e.ExpectedSince != nil {
@@ -651,67 +688,11 @@ func (c *canary) progress(ctx context.Context) (outcome.Outcome, ctrl.Result, er
 			exps = append(exps, rollout.Expectation{Cell: e.Cell, Commit: e.ExpectedCommit, Since: since})
 		}
 	}
-	strategy := c.app.Spec.Strategy.Canary
 	opts := rollout.Options{StaleAfter: c.r.StaleAfter, Policy: rollout.StaleCellPolicy(strategy.StaleCellPolicy)}
 	if strategy.FailureThreshold != nil {
 		opts.FailureThreshold = strategy.FailureThreshold.Duration
 	}
-	gate := rollout.Judge(c.app.Name, c.app.Namespace, exps, c.r.Reports, c.now, opts)
-	for i := range st.Cells {
-		st.Cells[i].Message = gate.Notes[st.Cells[i].Cell]
-		st.Cells[i].Skipped = false
-	}
-	poll := ctrl.Result{RequeueAfter: c.r.pollEvery()}
-	if gate.Abort {
-		if err := c.abort(ctx, gate.Reason); err != nil {
-			return c.fail(err)
-		}
-		return outcome.Outcome{Kind: outcome.Failed, Reason: hubv1alpha1.ReasonAborted, Message: st.Message}, ctrl.Result{}, nil
-	}
-	if !gate.Complete {
-		st.Phase, st.Message = hubv1alpha1.PhaseProgressing, fmt.Sprintf("Step %d/%d: %s", st.Step, st.Steps, gate.Reason)
-		if st.Paused {
-			st.Phase = hubv1alpha1.PhasePaused
-			st.Message = "Paused by a RolloutStep; " + st.Message
-		}
-		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonProgressing, Message: st.Message}, poll, nil
-	}
-	st.SkippedCells = gate.Skipped
-	for _, n := range gate.Skipped {
-		c.cell(n).Skipped = true
-	}
-	if st.StepCompletedAt == nil {
-		t := metav1.NewTime(c.now)
-		st.StepCompletedAt = &t
-		c.markCurrent(ctx, hubv1alpha1.StepSucceeded, hubv1alpha1.ReasonStepComplete, fmt.Sprintf("Step %d/%d complete: %s", st.Step, st.Steps, gate.Reason))
-		c.r.Recorder.Eventf(c.ro, corev1.EventTypeNormal, hubv1alpha1.ReasonStepComplete, "Step %d/%d complete: %s", st.Step, st.Steps, gate.Reason)
-	}
-	if c.final() {
-		c.complete()
-		return outcome.Outcome{Kind: outcome.Succeeded, Reason: hubv1alpha1.ReasonRolledOut, Message: st.Message}, ctrl.Result{RequeueAfter: outcome.Jitter(c.r.resync())}, nil
-	}
-	var pause *hubv1alpha1.StepPause
-	if p := strategy.Steps[st.Step-1].Pause; p != nil {
-		pause = p
-	}
-	switch {
-	case st.Paused:
-		st.Phase, st.Message = hubv1alpha1.PhasePaused, fmt.Sprintf("Step %d/%d is healthy; paused by a RolloutStep: resume or promote", st.Step, st.Steps)
-		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonPaused, Message: st.Message}, ctrl.Result{}, nil
-	case pause != nil && pause.UntilApproved:
-		st.Phase, st.Message = hubv1alpha1.PhasePaused, fmt.Sprintf("Step %d/%d is healthy; waiting for approval: kubectl cells promote %s -n %s", st.Step, st.Steps, c.app.Name, c.app.Namespace)
-		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonAwaitingApproval, Message: st.Message}, ctrl.Result{}, nil
-	case pause != nil && pause.Duration != nil:
-		if left := st.StepCompletedAt.Add(pause.Duration.Duration).Sub(c.now); left > 0 {
-			st.Phase, st.Message = hubv1alpha1.PhaseProgressing, fmt.Sprintf("Step %d/%d is healthy; baking for %s more", st.Step, st.Steps, left.Round(time.Second))
-			return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonProgressing, Message: st.Message}, ctrl.Result{RequeueAfter: left}, nil
-		}
-	}
-	if err := c.requestNext(ctx); err != nil {
-		return outcome.Outcome{Kind: outcome.Retrying, Reason: hubv1alpha1.ReasonProgressing, Message: err.Error()}, ctrl.Result{}, err
-	}
-	st.Phase, st.Message = hubv1alpha1.PhaseProgressing, fmt.Sprintf("Step %d/%d is healthy; advancing to step %d", st.Step, st.Steps, st.Step+1)
-	return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonProgressing, Message: st.Message}, poll, nil
+	return rollout.Judge(c.app.Name, c.app.Namespace, exps, c.r.Reports, c.now, opts)
 }
 
 // requestNext creates the RolloutStep that advances an automatic step. Its name is fixed by the
@@ -746,7 +727,7 @@ func (c *canary) requestNext(ctx context.Context) error {
 // complete records the canary as the stable revision.
 func (c *canary) complete() {
 	st := &c.ro.Status
-	st.History = appendHistory(st.History, c.rev, c.app)
+	st.History = status.AppendHistory(st.History, c.rev, c.app, c.now)
 	st.Phase, st.StableRevision, st.CanaryRevision, st.CanaryWeight = hubv1alpha1.PhaseCompleted, c.rev, "", 0
 	st.Message, st.SupersededRevision, st.Paused = fmt.Sprintf("Revision %s runs in every placed cell", c.rev), "", false
 	if len(st.SkippedCells) > 0 {
@@ -919,7 +900,7 @@ func (r *RolloutReconciler) markApplied(key client.ObjectKey, mark string) {
 	if r.applied == nil {
 		r.applied = map[client.ObjectKey]renderMark{}
 	}
-	r.applied[key] = renderMark{fingerprint: mark, at: time.Now()}
+	r.applied[key] = renderMark{fingerprint: mark, at: r.clock().Now()}
 }
 
 // reapplyDue says whether an in-progress step should be rendered again: after a restart, or when
@@ -932,14 +913,14 @@ func (r *RolloutReconciler) reapplyDue(key client.ObjectKey, mark string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	m, ok := r.applied[key]
-	return !ok || m.fingerprint != mark || time.Since(m.at) >= every
+	return !ok || m.fingerprint != mark || r.clock().Since(m.at) >= every
 }
 
 func (r *RolloutReconciler) renderDue(key client.ObjectKey, fp string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	m, ok := r.applied[key]
-	return !ok || m.fingerprint != fp || time.Since(m.at) >= r.resync()
+	return !ok || m.fingerprint != fp || r.clock().Since(m.at) >= r.resync()
 }
 
 // pollEvery is how often an in-progress step is judged again without a new report: heartbeats

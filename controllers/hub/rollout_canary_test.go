@@ -298,7 +298,7 @@ func TestCanaryWalksSteps(t *testing.T) {
 	h2 := heads(t)
 	agents.readyAt(app, rev2, "rw-a")
 	ro = waitRollout(t, rolloutOf(app), func(g Gomega, r *hubv1alpha1.Rollout) {
-		g.Expect(r.Status.Message).To(ContainSubstring("Step 2/4 is healthy; baking for"))
+		g.Expect(r.Status.Message).To(ContainSubstring("Step 2/4 is healthy; baking until"))
 	})
 	g.Consistently(func(g Gomega) {
 		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ro), ro)).To(Succeed())

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -26,6 +27,7 @@ import (
 	"github.com/cellsync/cellsync/controllers/outcome"
 	"github.com/cellsync/cellsync/hub/gitstore"
 	"github.com/cellsync/cellsync/hub/intake"
+	"github.com/cellsync/cellsync/hub/status"
 )
 
 // rolloutRefIndex indexes RolloutSteps by the Rollout they name.
@@ -51,6 +53,8 @@ type RolloutReconciler struct {
 	// ReapplyEvery bounds how often an in-progress step is rendered again (to pick up a branch
 	// head that moved for another app); 0 means 10 s.
 	ReapplyEvery time.Duration
+	// Clock is the time steps are judged, baked and recorded at; the real clock when nil.
+	Clock clock.PassiveClock
 
 	mu      sync.Mutex
 	applied map[types.NamespacedName]renderMark
@@ -75,7 +79,7 @@ func (r *RolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request) (re
 	app := &hubv1alpha1.ServerlessApp{}
 	appKey := client.ObjectKey{Namespace: ro.Namespace, Name: ro.Spec.AppRef.Name}
 	appErr := r.Get(ctx, appKey, app)
-	if appErr == nil && isCanary(app) && r.APIReader != nil {
+	if appErr == nil && app.IsCanary() && r.APIReader != nil {
 		// A canary acts on its own last status and on RolloutSteps: read both past the cache, so
 		// that a status written a moment ago is not read back stale and acted on twice.
 		if err := r.APIReader.Get(ctx, req.NamespacedName, ro); err != nil {
@@ -106,15 +110,15 @@ func (r *RolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request) (re
 	// Steps acted on below record their outcome in place, so the list stays current for pruning.
 	defer r.pruneSteps(ctx, steps)
 	pending := pendingOf(steps)
-	if !isCanary(app) {
+	if !app.IsCanary() {
 		for _, s := range pending {
 			r.refuse(ctx, ro, s, hubv1alpha1.ReasonInvalidStep, fmt.Sprintf("ServerlessApp %s rolls out all at once (spec.strategy.type AllAtOnce); RolloutSteps move canary rollouts only", app.Name))
 		}
-		ro.Status = allAtOnceStatus(ro.Status, app)
-		out = rolloutOutcome(ro, app)
+		ro.Status = status.AllAtOnce(ro.Status, app, r.clock().Now())
+		out = status.AllAtOnceOutcome(ro.Status, app)
 		return ctrl.Result{}, nil
 	}
-	c := &canary{r: r, ro: ro, app: app, now: time.Now()}
+	c := &canary{r: r, ro: ro, app: app, now: r.clock().Now()}
 	out, result, retErr = c.reconcile(ctx, pending)
 	return result, retErr
 }
@@ -140,76 +144,11 @@ func (r *RolloutReconciler) pruneSteps(ctx context.Context, steps []*hubv1alpha1
 	}
 }
 
-func isCanary(app *hubv1alpha1.ServerlessApp) bool {
-	return app.Spec.Strategy != nil && app.Spec.Strategy.Type == hubv1alpha1.StrategyCanary && app.Spec.Strategy.Canary != nil
-}
-
-// allAtOnceStatus is where an all-at-once rollout stands: one step, the app's revision as canary
-// until every cell runs it ready, then recorded as stable.
-func allAtOnceStatus(prev hubv1alpha1.RolloutStatus, app *hubv1alpha1.ServerlessApp) hubv1alpha1.RolloutStatus {
-	st := hubv1alpha1.RolloutStatus{
-		ObservedGeneration: prev.ObservedGeneration,
-		Conditions:         prev.Conditions,
-		StableRevision:     prev.StableRevision,
-		History:            prev.History,
-		Step:               1,
-		Steps:              1,
-		StepDisplay:        "1/1",
-		TotalCells:         int32(app.Status.CellCount),
+func (r *RolloutReconciler) clock() clock.PassiveClock {
+	if r.Clock == nil {
+		return clock.RealClock{}
 	}
-	for _, c := range app.Status.CellStatuses {
-		rc := hubv1alpha1.RolloutCell{Cell: c.Cell, Revision: c.Revision}
-		rc.Updated = c.DesiredRevision != "" && c.Revision == c.DesiredRevision
-		rc.Ready = rc.Updated && c.Ready
-		if rc.Updated {
-			st.UpdatedCells++
-		}
-		if rc.Ready {
-			st.ReadyCells++
-		}
-		st.Cells = append(st.Cells, rc)
-	}
-	revision := app.Status.Revision
-	switch {
-	case revision == "":
-		st.Phase = hubv1alpha1.PhaseProgressing
-	case revision == prev.StableRevision || (st.TotalCells > 0 && st.ReadyCells == st.TotalCells):
-		if revision != prev.StableRevision {
-			st.History = appendHistory(st.History, revision, app)
-		}
-		st.Phase, st.StableRevision, st.CanaryRevision, st.CanaryWeight = hubv1alpha1.PhaseCompleted, revision, "", 0
-	default:
-		st.Phase, st.CanaryRevision, st.CanaryWeight = hubv1alpha1.PhaseProgressing, revision, 100
-	}
-	st.CellsDisplay = fmt.Sprintf("%d/%d/%d", st.UpdatedCells, st.ReadyCells, st.TotalCells)
-	return st
-}
-
-// maxHistory bounds the revisions kept for undo.
-const maxHistory = 10
-
-func appendHistory(h []hubv1alpha1.RevisionRecord, revision string, app *hubv1alpha1.ServerlessApp) []hubv1alpha1.RevisionRecord {
-	out := make([]hubv1alpha1.RevisionRecord, 0, len(h)+1)
-	for _, r := range h {
-		if r.Revision != revision {
-			out = append(out, r)
-		}
-	}
-	out = append(out, hubv1alpha1.RevisionRecord{Revision: revision, Template: *app.Spec.Template.DeepCopy(), CompletedAt: nowTime()})
-	if len(out) > maxHistory {
-		out = out[len(out)-maxHistory:]
-	}
-	return out
-}
-
-func rolloutOutcome(ro *hubv1alpha1.Rollout, app *hubv1alpha1.ServerlessApp) outcome.Outcome {
-	st := ro.Status
-	if st.Phase == hubv1alpha1.PhaseCompleted {
-		return outcome.Outcome{Kind: outcome.Succeeded, Reason: hubv1alpha1.ReasonRolledOut,
-			Message: fmt.Sprintf("Revision %s runs in %d of %d cells, ready in %d", st.StableRevision, st.UpdatedCells, st.TotalCells, st.ReadyCells)}
-	}
-	return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonProgressing,
-		Message: fmt.Sprintf("Rolling out %s: %s cells updated/ready/total", app.Status.Revision, st.CellsDisplay)}
+	return r.Clock
 }
 
 // pendingOf keeps the steps not acted on yet.
@@ -295,16 +234,7 @@ func (r *RolloutReconciler) setStep(ctx context.Context, ro *hubv1alpha1.Rollout
 	if ro != nil && s.Status.CanaryRevision == "" {
 		s.Status.CanaryRevision = ro.Status.CanaryRevision
 	}
-	kind := outcome.Waiting
-	switch phase {
-	case hubv1alpha1.StepRefused:
-		kind = outcome.Stalled
-	case hubv1alpha1.StepSucceeded:
-		kind = outcome.Succeeded
-	case hubv1alpha1.StepSuperseded:
-		kind = outcome.Failed
-	}
-	outcome.SetConditions(s, outcome.Outcome{Kind: kind, Reason: reason, Message: msg})
+	outcome.SetConditions(s, status.Step(phase, reason, msg))
 	if err := r.Status().Patch(ctx, s, client.MergeFrom(base), client.FieldOwner(FieldManager)); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Failed to record a RolloutStep's outcome", "step", s.Name)
 		return

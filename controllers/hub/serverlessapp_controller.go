@@ -19,6 +19,7 @@ import (
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -38,6 +39,7 @@ import (
 	"github.com/cellsync/cellsync/hub/placement"
 	"github.com/cellsync/cellsync/hub/render"
 	"github.com/cellsync/cellsync/hub/rollout"
+	"github.com/cellsync/cellsync/hub/status"
 )
 
 // placementRefIndex indexes ServerlessApps by the CellPlacement they reference.
@@ -54,6 +56,8 @@ type ServerlessAppReconciler struct {
 	Reports    *intake.Reports
 	Events     <-chan event.GenericEvent
 	StaleAfter time.Duration
+	// Clock tells the time of renders, for the resync; the real clock when nil.
+	Clock clock.PassiveClock
 
 	mu       sync.Mutex
 	rendered map[types.NamespacedName]renderMark
@@ -98,7 +102,7 @@ func (r *ServerlessAppReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		app.Status.SetLastHandledReconcileRequest(v)
 	}
 	if app.Spec.Suspend {
-		out = outcome.Outcome{Kind: outcome.Succeeded, Reason: hubv1alpha1.ReasonSuspended, Message: "Rendering is suspended; cell branches keep what they have"}
+		out = status.Suspended("Rendering is suspended; cell branches keep what they have")
 		return ctrl.Result{}, nil
 	}
 	out, result, retErr = r.reconcile(ctx, app)
@@ -126,7 +130,7 @@ func (r *ServerlessAppReconciler) reconcile(ctx context.Context, app *hubv1alpha
 	if err != nil {
 		return r.fail(err)
 	}
-	canary := isCanary(app)
+	canary := app.IsCanary()
 	if canary && len(res.Cells) > 0 {
 		if err := rollout.Validate(rollout.Steps(app.Spec.Strategy.Canary), res.Cells); err != nil {
 			return r.fail(&render.InvalidError{Reason: hubv1alpha1.ReasonInvalidStrategy, Message: err.Error()})
@@ -134,8 +138,7 @@ func (r *ServerlessAppReconciler) reconcile(ctx context.Context, app *hubv1alpha
 	}
 	fp := fingerprint(app, pl, cells)
 	if mark, ok := r.unchanged(client.ObjectKeyFromObject(app), fp); ok {
-		r.summarize(app, res.Names(), mark.desired)
-		return appOutcome(app, res, 0), ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
+		return r.summarize(app, res, mark.desired), ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
 	}
 	rendered, err := renderCells(app, pl, res)
 	if err != nil {
@@ -163,7 +166,7 @@ func (r *ServerlessAppReconciler) reconcile(ctx context.Context, app *hubv1alpha
 	}
 	app.Status.Revision = render.AppRevision(app)
 	app.Status.CellCount = len(res.Cells)
-	app.Status.Cells = boundedNames(res.Names())
+	app.Status.Cells = status.BoundedNames(res.Names())
 	app.Status.SourceCommit = sourceCommit
 	if len(result.Commits) > 0 {
 		r.Recorder.Eventf(app, corev1.EventTypeNormal, hubv1alpha1.ReasonRendered, "Committed revision %s to %d cell branches", app.Status.Revision, len(result.Commits))
@@ -173,58 +176,24 @@ func (r *ServerlessAppReconciler) reconcile(ctx context.Context, app *hubv1alpha
 		desired[c.Name] = rendered[c.BranchName()].app.Revision
 	}
 	r.remember(client.ObjectKeyFromObject(app), fp, desired)
-	r.summarize(app, res.Names(), desired)
-	return appOutcome(app, res, len(result.Commits)), ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
+	return r.summarize(app, res, desired), ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
 }
 
-// appOutcome says how the app stands once its branches are written.
-func appOutcome(app *hubv1alpha1.ServerlessApp, res *placement.Result, commits int) outcome.Outcome {
-	if len(res.Cells) == 0 {
-		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonNoCells, Message: "The placement resolves no cells yet"}
+// summarize judges each placed cell's part of the app at the intake's last poll (which wakes
+// the app when a cell's staleness flips) and says how the app stands.
+func (r *ServerlessAppReconciler) summarize(app *hubv1alpha1.ServerlessApp, res *placement.Result, desired map[string]string) outcome.Outcome {
+	cells := intake.AppCells(app, res.Names(), r.Reports, r.Reports.PolledAt(), r.StaleAfter)
+	for i := range cells {
+		cells[i].DesiredRevision = desired[cells[i].Cell]
 	}
-	msg := fmt.Sprintf("Revision %s rendered to %d cells, ready in %d", app.Status.Revision, len(res.Cells), app.Status.ReadyCells)
-	if isCanary(app) {
-		msg = fmt.Sprintf("Revision %s validated for %d cells, ready in %d; the canary Rollout %s writes it step by step (kubectl get rollouts.hub.cellsync.io %s -n %s)",
-			app.Status.Revision, len(res.Cells), app.Status.ReadyCells, app.Name, app.Name, app.Namespace)
-	}
-	if commits > 0 {
-		msg += fmt.Sprintf(" (%d branches updated)", commits)
-	}
-	if len(res.Missing) > 0 {
-		msg += fmt.Sprintf("; placement names missing cells: %s", strings.Join(res.Missing, ", "))
-	}
-	// Ready means ready in every cell: until then the app is on its way (Reconciling;
-	// Progressing in Argo CD), never Ready with a message that says otherwise.
-	if app.Status.ReadyCells < len(res.Cells) {
-		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonWaitingForCells, Message: msg}
-	}
-	return outcome.Outcome{Kind: outcome.Succeeded, Reason: hubv1alpha1.ReasonRendered, Message: msg}
-}
-
-// summarize fills the per-cell summary from the agents' reports, judged at the intake's last
-// poll (which wakes the app when a cell's staleness flips).
-func (r *ServerlessAppReconciler) summarize(app *hubv1alpha1.ServerlessApp, cells []string, desired map[string]string) {
-	statuses := intake.AppCells(app, cells, r.Reports, r.Reports.PolledAt(), r.StaleAfter)
-	for i := range statuses {
-		statuses[i].DesiredRevision = desired[statuses[i].Cell]
-	}
-	app.Status.ReadyCells = 0
-	for _, s := range statuses {
-		if s.Ready {
-			app.Status.ReadyCells++
-		}
-	}
-	if len(statuses) > hubv1alpha1.MaxStatusCells {
-		statuses = statuses[:hubv1alpha1.MaxStatusCells]
-	}
-	app.Status.CellStatuses = statuses
+	return status.App(app, res, cells)
 }
 
 func (r *ServerlessAppReconciler) unchanged(key types.NamespacedName, fp string) (renderMark, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	m, ok := r.rendered[key]
-	return m, ok && m.fingerprint == fp && time.Since(m.at) < r.Resync
+	return m, ok && m.fingerprint == fp && r.clock().Since(m.at) < r.Resync
 }
 
 func (r *ServerlessAppReconciler) remember(key types.NamespacedName, fp string, desired map[string]string) {
@@ -237,7 +206,14 @@ func (r *ServerlessAppReconciler) remember(key types.NamespacedName, fp string, 
 		delete(r.rendered, key)
 		return
 	}
-	r.rendered[key] = renderMark{fingerprint: fp, at: time.Now(), desired: desired}
+	r.rendered[key] = renderMark{fingerprint: fp, at: r.clock().Now(), desired: desired}
+}
+
+func (r *ServerlessAppReconciler) clock() clock.PassiveClock {
+	if r.Clock == nil {
+		return clock.RealClock{}
+	}
+	return r.Clock
 }
 
 // fingerprint hashes everything a render depends on: the app's spec and the annotations that
@@ -265,19 +241,11 @@ func fingerprint(app *hubv1alpha1.ServerlessApp, pl *hubv1alpha1.CellPlacement, 
 	return hex.EncodeToString(sum[:])
 }
 
-// fail turns an engine error into an outcome and the controller's result: stalled errors are
-// terminal (a spec change brings the app back), except refused credentials, which are checked
-// again at the resync interval because fixing a Secret does not touch the app.
+// fail sorts an engine error by the hub's one rule (status.Classify, status.Requeue).
 func (r *ServerlessAppReconciler) fail(err error) (outcome.Outcome, ctrl.Result, error) {
-	o := outcomeOf(err)
-	switch {
-	case o.Kind != outcome.Stalled:
-		return o, ctrl.Result{}, err
-	case o.Reason == hubv1alpha1.ReasonGitAuthFailed || o.Reason == hubv1alpha1.ReasonGitPushFailed:
-		return o, ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
-	default:
-		return o, ctrl.Result{}, reconcile.TerminalError(err)
-	}
+	v := status.Classify(err)
+	res, err := status.Requeue(v, err, r.Resync)
+	return v.Outcome, res, err
 }
 
 // finalize removes the app from every cell branch, then lets the object go.
@@ -299,8 +267,8 @@ func (r *ServerlessAppReconciler) finalize(ctx context.Context, app *hubv1alpha1
 		},
 	})
 	if err != nil {
-		o := outcomeOf(err)
-		return o, ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
+		v := status.Classify(err)
+		return v.Outcome, ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
 	}
 	controllerutil.RemoveFinalizer(app, hubv1alpha1.Finalizer)
 	r.remember(client.ObjectKeyFromObject(app), "", nil)

@@ -34,6 +34,7 @@ import (
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	"github.com/cellsync/cellsync/controllers/outcome"
 	"github.com/cellsync/cellsync/hub/gitstore"
+	"github.com/cellsync/cellsync/hub/status"
 )
 
 // SourceFieldManager owns the fields the source sync applies.
@@ -80,7 +81,7 @@ func (r *AppSourceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		src.Status.SetLastHandledReconcileRequest(v)
 	}
 	if src.Spec.Suspend {
-		out = outcome.Outcome{Kind: outcome.Succeeded, Reason: hubv1alpha1.ReasonSuspended, Message: "Syncing is suspended; applied objects stay"}
+		out = status.Suspended("Syncing is suspended; applied objects stay")
 		return ctrl.Result{}, nil
 	}
 	interval := src.Spec.Interval.Duration
@@ -91,16 +92,12 @@ func (r *AppSourceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	branch := orDefault(src.Spec.Branch, "main")
 	commit, files, err := r.Store.ReadBranch(ctx, branch, src.Spec.Path)
 	if err != nil {
-		var nf *gitstore.BranchNotFoundError
-		if errors.As(err, &nf) {
-			out = outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonBranchNotFound, Message: nf.Error() + "; push the app specs to it"}
-			return again, nil
+		v := status.Classify(err)
+		out = v.Outcome
+		if out.Reason == hubv1alpha1.ReasonBranchNotFound {
+			out.Message += "; push the app specs to it"
 		}
-		out = outcomeOf(err)
-		if out.Kind == outcome.Stalled {
-			return again, nil
-		}
-		return ctrl.Result{}, err
+		return status.Requeue(v, err, interval)
 	}
 	unchanged := commit == src.Status.LastAttemptedCommit && src.Status.ObservedGeneration == src.Generation && !requested
 	if unchanged {
@@ -143,11 +140,10 @@ func (r *AppSourceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			changed++
 		}
 	}
-	msg := fmt.Sprintf("Synced commit %s: %d objects, %d changed, %d pruned", short(commit), len(objs), changed, len(pruned))
 	if changed > 0 || len(pruned) > 0 {
-		r.Recorder.Event(src, corev1.EventTypeNormal, hubv1alpha1.ReasonSynced, msg)
+		r.Recorder.Eventf(src, corev1.EventTypeNormal, hubv1alpha1.ReasonSynced, "Synced commit %s: %d objects, %d changed, %d pruned", short(commit), len(objs), changed, len(pruned))
 	}
-	out = outcome.Outcome{Kind: outcome.Succeeded, Reason: hubv1alpha1.ReasonSynced, Message: msg}
+	out = status.Synced(commit, len(objs))
 	return again, nil
 }
 
@@ -176,6 +172,9 @@ type sourceError struct {
 }
 
 func (e *sourceError) Error() string { return strings.Join(e.problems, "; ") }
+
+// RefusalReason makes a sourceError a status.Refusal: fixed by a commit, not by the AppSource.
+func (e *sourceError) RefusalReason() string { return e.reason }
 
 func reasonOf(err error) string {
 	var se *sourceError

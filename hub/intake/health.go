@@ -66,13 +66,15 @@ func AppCells(app *hubv1alpha1.ServerlessApp, cells []string, reports *Reports, 
 		v := View(e, ok, at, staleAfter)
 		s := hubv1alpha1.CellAppStatus{Cell: cell}
 		switch {
-		case !v.HasReport || v.Stale:
+		case !v.HasReport:
 			s.Message = v.Message
+		case v.Stale:
+			s.Stale, s.Message = true, v.Message
 		default:
 			s.Message = "Not applied in the cell yet"
 			for _, a := range e.Report.Apps {
 				if a.App == app.Name && a.AppNamespace == app.Namespace {
-					s.Ready, s.Revision, s.Message, s.Traffic = a.Ready, a.LatestReadyRevision, a.Message, trafficString(a.Traffic)
+					s.Ready, s.Failed, s.Revision, s.Message, s.Traffic = a.Ready, a.Failed && !a.Ready, a.LatestReadyRevision, a.Message, trafficString(a.Traffic)
 					if a.Ready {
 						s.Message = ""
 					}

@@ -61,6 +61,10 @@ type AppReport struct {
 
 	// Ready is true when the workload is healthy.
 	Ready bool `json:"ready"`
+	// Failed is true when the workload reports a failure (kstatus Failed, or a Knative Service
+	// Ready=False), not merely slowness. Agents before v0.3 do not report it.
+	// +optional
+	Failed bool `json:"failed,omitempty"`
 	// Reason and Message explain the state (Knative's, for Knative Services).
 	// +optional
 	Reason string `json:"reason,omitempty"`

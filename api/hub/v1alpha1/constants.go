@@ -43,6 +43,7 @@ const (
 	ReasonTenantViolation   = "TenantViolation"
 	ReasonNoCells           = "NoCellsResolved"
 	ReasonWaitingForCells   = "WaitingForCells" // rendered; not yet ready in every cell
+	ReasonAppFailed         = "AppFailed"       // a cell reports the app failed
 	ReasonOverrideFailed    = "OverrideFailed"
 	ReasonRenderFailed      = "RenderFailed"
 	ReasonGitAuthFailed     = "GitAuthenticationFailed"

@@ -183,6 +183,13 @@ type CellAppStatus struct {
 	// differ between cells).
 	// +optional
 	DesiredRevision string `json:"desiredRevision,omitempty"`
+	// Failed is true when the cell's agent reports the app failed there (not merely on its
+	// way): the app is Degraded until a new revision or a fix lands.
+	// +optional
+	Failed bool `json:"failed,omitempty"`
+	// Stale is true when the cell has sent no fresh heartbeat: what it last said may be old.
+	// +optional
+	Stale bool `json:"stale,omitempty"`
 	// Message says why the app is not ready there.
 	// +optional
 	Message string `json:"message,omitempty"`
@@ -226,4 +233,10 @@ type ServerlessAppList struct {
 
 func init() {
 	register(&ServerlessApp{}, &ServerlessAppList{})
+}
+
+// IsCanary says whether the app rolls out through canary steps (the Rollout controller then
+// writes its files in the placed cells' branches).
+func (a *ServerlessApp) IsCanary() bool {
+	return a.Spec.Strategy != nil && a.Spec.Strategy.Type == StrategyCanary && a.Spec.Strategy.Canary != nil
 }

@@ -1,7 +1,8 @@
-package hub
+package status
 
 import (
 	"testing"
+	"time"
 
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 )
@@ -40,7 +41,7 @@ func TestAllAtOnceStatus(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			st := allAtOnceStatus(tt.prev, tt.app)
+			st := AllAtOnce(tt.prev, tt.app, time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC))
 			if st.Phase != tt.phase || st.CellsDisplay != tt.cells || st.StableRevision != tt.stable || st.CanaryRevision != tt.canary || st.CanaryWeight != tt.canaryWeight || st.StepDisplay != "1/1" {
 				t.Fatalf("status = %+v", st)
 			}
