@@ -6,7 +6,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"k8s.io/client-go/discovery"
@@ -105,16 +107,24 @@ func StartCluster(opts ClusterOptions) (*Cluster, error) {
 			Set("audit-log-path", opts.AuditLog).
 			Set("audit-log-mode", "blocking")
 	}
-	cfg, err := env.Start()
-	if err != nil {
-		return nil, fmt.Errorf("failed to start envtest: %w", err)
-	}
-	c := &Cluster{Env: env, Config: cfg}
-	c.dir, err = os.MkdirTemp("", "cellsync-cluster-")
-	if err != nil {
-		_ = env.Stop()
+	c := &Cluster{Env: env}
+	var err error
+	if c.dir, err = os.MkdirTemp("", "cellsync-cluster-"); err != nil {
 		return nil, err
 	}
+	// The apiserver's certificates live in a folder of the cluster's own, not one envtest
+	// removes when the apiserver stops, so that it can restart with the same certificates.
+	env.ControlPlane.GetAPIServer().CertDir = filepath.Join(c.dir, "apiserver")
+	if err := os.MkdirAll(env.ControlPlane.GetAPIServer().CertDir, 0o700); err != nil {
+		_ = os.RemoveAll(c.dir)
+		return nil, err
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		_ = os.RemoveAll(c.dir)
+		return nil, fmt.Errorf("failed to start envtest: %w", err)
+	}
+	c.Config = cfg
 	c.Kubeconfig = filepath.Join(c.dir, "kubeconfig")
 	if err := WriteKubeconfig(cfg, c.Kubeconfig); err != nil {
 		_ = c.Stop()
@@ -140,6 +150,47 @@ func (c *Cluster) Stop() error {
 		_ = os.RemoveAll(c.dir)
 	}
 	return err
+}
+
+// RestartAPIServer kills the kube-apiserver (SIGKILL, as a crash or an OOM kill would) and
+// starts it again on the same address, with the same certificates and the same etcd: clients
+// keep their configuration and see an outage.
+func (c *Cluster) RestartAPIServer() error {
+	as := c.Env.ControlPlane.GetAPIServer()
+	pid, err := pidWithArg("--cert-dir=" + as.CertDir)
+	if err != nil {
+		return err
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("failed to kill the kube-apiserver: %w", err)
+	}
+	if err := as.Stop(); err != nil {
+		return fmt.Errorf("failed to reap the kube-apiserver: %w", err)
+	}
+	if err := as.Start(); err != nil {
+		return fmt.Errorf("failed to start the kube-apiserver again: %w", err)
+	}
+	return nil
+}
+
+// pidWithArg finds the one process whose command line holds arg.
+func pidWithArg(arg string) (int, error) {
+	procs, err := filepath.Glob("/proc/[0-9]*/cmdline")
+	if err != nil {
+		return 0, err
+	}
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		for _, a := range strings.Split(string(b), "\x00") {
+			if a == arg {
+				return strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			}
+		}
+	}
+	return 0, fmt.Errorf("no process runs with %s", arg)
 }
 
 // WriteKubeconfig writes a kubeconfig for a rest.Config (client certificates or token).

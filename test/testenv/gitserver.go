@@ -8,12 +8,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/cgi"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 )
 
 // GitServer is a real Git smart-HTTP server: git http-backend behind net/http/cgi, with basic
@@ -34,6 +36,79 @@ type GitServer struct {
 	counts   Requests
 	log      []string
 	stderr   *os.File
+	fault    *pushFault
+}
+
+// PushFailure is how the server dies in the middle of a push.
+type PushFailure int
+
+const (
+	// DieMidPush: the server reads the whole push, then drops the connection before git sees
+	// it: no ref moves, and the pusher hears nothing.
+	DieMidPush PushFailure = iota + 1
+	// DieAfterUpdate: git receive-pack runs to the end (every ref moves), then the connection
+	// drops before the answer: the pusher cannot tell that its push landed.
+	DieAfterUpdate
+)
+
+type pushFault struct {
+	match string
+	how   PushFailure
+	down  time.Duration
+	fired chan struct{}
+}
+
+// FailNextPush arms a one-shot failure for the next push whose request names a ref starting
+// with refPrefix: the server dies as how says and stays down for down, then serves again on the
+// same address. The returned channel is closed when the failure has happened.
+func (g *GitServer) FailNextPush(refPrefix string, how PushFailure, down time.Duration) <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.fault = &pushFault{match: refPrefix, how: how, down: down, fired: make(chan struct{})}
+	return g.fault.fired
+}
+
+// takeFault returns the armed failure when this request is the push it is for, disarming it.
+// The body is read and put back.
+func (g *GitServer) takeFault(r *http.Request) *pushFault {
+	if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/git-receive-pack") {
+		return nil
+	}
+	g.mu.Lock()
+	f := g.fault
+	g.mu.Unlock()
+	if f == nil {
+		return nil
+	}
+	body, err := io.ReadAll(r.Body)
+	_ = r.Body.Close()
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	if err != nil || !bytes.Contains(body, []byte(f.match)) {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.fault != f {
+		return nil
+	}
+	g.fault = nil
+	return f
+}
+
+// die drops the request's connection without an answer, takes the server down for the fault's
+// time, then serves again on the same address.
+func (g *GitServer) die(w http.ResponseWriter, f *pushFault) {
+	if hj, ok := w.(http.Hijacker); ok {
+		if conn, _, err := hj.Hijack(); err == nil {
+			_ = conn.Close()
+		}
+	}
+	g.Stop()
+	close(f.fired)
+	go func() {
+		time.Sleep(f.down)
+		_ = g.Start()
+	}()
 }
 
 // maxLog bounds the request log.
@@ -181,6 +256,14 @@ func (g *GitServer) auth(next http.Handler) http.Handler {
 			r.Header.Del("Git-Protocol")
 		}
 		g.count(r)
+		if f := g.takeFault(r); f != nil {
+			if f.how == DieAfterUpdate {
+				// git runs to the end, every ref moves; its answer goes nowhere.
+				next.ServeHTTP(httptest.NewRecorder(), r)
+			}
+			g.die(w, f)
+			return
+		}
 		body := &countingReader{r: r.Body}
 		r.Body = body
 		cw := &countingWriter{ResponseWriter: w}

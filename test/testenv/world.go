@@ -65,6 +65,10 @@ type Member struct {
 	Client     client.Client
 	Kubeconfig string
 	stopAgent  func()
+	// agent is the agent's process, when it runs as its binary; startAgent starts another on
+	// the same data directory.
+	agent      *Process
+	startAgent func() (*Process, error)
 }
 
 // World is a whole cellsync installation on this machine: a Git server, a hub apiserver with
@@ -284,8 +288,20 @@ func (w *World) RestartHub() error {
 	return w.startHub()
 }
 
-// StartMember starts a member cluster with the Knative CRDs and kwok, and an agent syncing cell.
+// StartMember starts a member cluster with the Knative CRDs and kwok, and an agent syncing cell
+// (its binary as the shipped ServiceAccount with Opts.Processes, in this process otherwise).
 func (w *World) StartMember(name, cell string) (*Member, error) {
+	return w.startMember(name, cell, w.Opts.Processes)
+}
+
+// StartMemberProcess is StartMember with the agent as its own binary under the shipped RBAC,
+// whatever Opts.Processes says, so that a test can kill it (KillAgent) and start it again on
+// the same data directory (RestartAgent).
+func (w *World) StartMemberProcess(name, cell string) (*Member, error) {
+	return w.startMember(name, cell, true)
+}
+
+func (w *World) startMember(name, cell string, process bool) (*Member, error) {
 	ctx := context.Background()
 	cl, err := StartCluster(ClusterOptions{AgentCRDs: true, KwokStages: []string{KnativeStages()}})
 	if err != nil {
@@ -326,15 +342,18 @@ func (w *World) StartMember(name, cell string) (*Member, error) {
 		return fail(err)
 	}
 	data := filepath.Join(w.Opts.Dir, "agents", name+"-"+fmt.Sprint(time.Now().UnixNano()))
-	if w.Opts.Processes {
-		p, err := StartAsServiceAccount(cl.Config, "config/agent/rbac", WorldHubNamespace, "cellsync-agent", "./agent/cmd/agent",
-			filepath.Join(w.LogDir(), name+"-agent.log"),
-			"--namespace="+WorldHubNamespace, "--data-dir="+data,
-			"--leader-elect=true", "--metrics-bind-address=0", "--health-probe-bind-address=0")
-		if err != nil {
+	if process {
+		runs := 0
+		m.startAgent = func() (*Process, error) {
+			runs++
+			return StartAsServiceAccount(cl.Config, "config/agent/rbac", WorldHubNamespace, "cellsync-agent", "./agent/cmd/agent",
+				filepath.Join(w.LogDir(), fmt.Sprintf("%s-agent-%d.log", name, runs)),
+				"--namespace="+WorldHubNamespace, "--data-dir="+data,
+				"--leader-elect=true", "--metrics-bind-address=0", "--health-probe-bind-address=0")
+		}
+		if err := m.RestartAgent(); err != nil {
 			return fail(fmt.Errorf("starting the agent of %s: %w", name, err))
 		}
-		m.stopAgent = p.Stop
 		return m, nil
 	}
 	if m.stopAgent, err = StartAgentAt(cl.Config, WorldHubNamespace, data, func() time.Time { return time.Now().Add(w.Opts.AgentClockSkew) }); err != nil {
@@ -343,12 +362,41 @@ func (w *World) StartMember(name, cell string) (*Member, error) {
 	return m, nil
 }
 
+// KillAgent kills the member's agent process at once (SIGKILL), as a node failure or an OOM
+// kill would, and waits for it to be gone.
+func (m *Member) KillAgent() error {
+	if m.agent == nil {
+		return fmt.Errorf("the agent of %s does not run as a process", m.Name)
+	}
+	if err := m.agent.Cmd.Process.Kill(); err != nil {
+		return err
+	}
+	_ = m.agent.Cmd.Wait()
+	m.agent, m.stopAgent = nil, nil
+	return nil
+}
+
+// RestartAgent starts the member's agent process (again) on the same data directory.
+func (m *Member) RestartAgent() error {
+	if m.startAgent == nil {
+		return fmt.Errorf("the agent of %s does not run as a process", m.Name)
+	}
+	m.StopAgent()
+	p, err := m.startAgent()
+	if err != nil {
+		return err
+	}
+	m.agent, m.stopAgent = p, p.Stop
+	return nil
+}
+
 // StopAgent stops the member's agent (the cluster keeps running).
 func (m *Member) StopAgent() {
 	if m.stopAgent != nil {
 		m.stopAgent()
 		m.stopAgent = nil
 	}
+	m.agent = nil
 }
 
 // Stop stops the member's agent and cluster.
