@@ -61,7 +61,7 @@ help: ## Show this help.
 
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) $(KUSTOMIZE) ## Generate CRDs and RBAC under config/.
-	$(CONTROLLER_GEN) crd paths="./api/hub/..." output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) crd:allowDangerousTypes=true paths="./api/hub/..." output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) crd paths="./api/agent/..." output:crd:artifacts:config=config/agent/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=hub-manager-role paths="./controllers/hub/..." output:rbac:artifacts:config=config/rbac
 	$(CONTROLLER_GEN) rbac:roleName=agent-manager-role paths="./controllers/agent/..." output:rbac:artifacts:config=config/agent/rbac

@@ -10,6 +10,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 )
 
 // Health of one applied workload.
@@ -89,7 +91,7 @@ func WaitForHealth(ctx context.Context, c client.Reader, objs []*unstructured.Un
 // Check reads one workload's health now.
 func Check(ctx context.Context, c client.Reader, desired *unstructured.Unstructured) Health {
 	h := Health{
-		App: desired.GetLabels()["cellsync.io/app"], AppNamespace: desired.GetLabels()["cellsync.io/app-namespace"],
+		App: desired.GetLabels()[agentv1alpha1.LabelApp], AppNamespace: desired.GetLabels()[agentv1alpha1.LabelAppNamespace],
 		Namespace: desired.GetNamespace(), Name: desired.GetName(), Kind: desired.GetKind(),
 	}
 	live := &unstructured.Unstructured{}

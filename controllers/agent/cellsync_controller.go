@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -26,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
+	"github.com/cellsync/cellsync/agent/analysis"
 	"github.com/cellsync/cellsync/agent/apply"
 	"github.com/cellsync/cellsync/agent/manifests"
 	"github.com/cellsync/cellsync/agent/source"
@@ -64,6 +66,9 @@ type CellSyncReconciler struct {
 	CommitDeadline time.Duration
 	// Now is the agent's clock, for its heartbeat times (time.Now when nil).
 	Now func() time.Time
+	// AnalysisHTTP is the client measurements use (Prometheus and HTTP checks); a client
+	// bounded by analysis.MeasureTimeout when nil.
+	AnalysisHTTP *http.Client
 
 	mu      sync.Mutex
 	state   map[types.NamespacedName]*syncState
@@ -95,6 +100,10 @@ type syncState struct {
 	signerFor string
 	// listedWith is how the branch was last listed ("" before the first listing).
 	listedWith string
+	// analyses are the canary analyses of the applied commit, and runs their measurements
+	// (by analysis ID and commit).
+	analyses []agentv1alpha1.Analysis
+	runs     map[string]*analysis.Run
 }
 
 // +kubebuilder:rbac:groups=agent.cellsync.io,namespace=cellsync-system,resources=cellsyncs,verbs=list;watch;patch
@@ -141,7 +150,11 @@ func (r *CellSyncReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		return ctrl.Result{RequeueAfter: outcome.Jitter(cs.IntervalOrDefault())}, nil
 	}
 	out = r.sync(ctx, cs, st, auth)
-	return ctrl.Result{RequeueAfter: outcome.Jitter(min(cs.IntervalOrDefault(), cs.HeartbeatOrDefault()))}, nil
+	after := outcome.Jitter(min(cs.IntervalOrDefault(), cs.HeartbeatOrDefault()))
+	if next := r.analyze(ctx, cs, st); !next.IsZero() {
+		after = min(after, max(next.Sub(r.now()), analysisWake))
+	}
+	return ctrl.Result{RequeueAfter: after}, nil
 }
 
 // sync brings the cluster to the branch head, or keeps the last good commit applied when the
@@ -173,7 +186,7 @@ func (r *CellSyncReconciler) sync(ctx context.Context, cs *agentv1alpha1.CellSyn
 		st.health = r.health(ctx, cs, st.objects, 0)
 		return worst(problem, healthOutcome(cs, st.health, target))
 	}
-	objs, o := r.load(cs, repo, target)
+	objs, analyses, o := r.load(cs, repo, target)
 	if o == nil {
 		o = r.apply(commitCtx, cs, objs)
 	}
@@ -185,7 +198,7 @@ func (r *CellSyncReconciler) sync(ctx context.Context, cs *agentv1alpha1.CellSyn
 		return r.keepLastGood(ctx, cs, st, *o)
 	}
 	cs.Status.LastAppliedRevision = revision(cs.BranchName(), target)
-	st.applied, st.appliedAt, st.appliedFor, st.objects = target, time.Now(), trigger, objs
+	st.applied, st.appliedAt, st.appliedFor, st.objects, st.analyses = target, time.Now(), trigger, objs, analyses
 	if problem == nil {
 		st.refusal = nil // the head itself is applied; a drift repair of the last good commit is not
 	}
@@ -262,12 +275,16 @@ func gitOutcome(err error, prefix string) outcome.Outcome {
 	}
 }
 
-// load reads the commit's objects and applies the cell's policy to them.
-func (r *CellSyncReconciler) load(cs *agentv1alpha1.CellSync, repo *source.Repo, commit string) ([]*unstructured.Unstructured, *outcome.Outcome) {
+// load reads the commit's objects and analyses and applies the cell's policy to them.
+func (r *CellSyncReconciler) load(cs *agentv1alpha1.CellSync, repo *source.Repo, commit string) ([]*unstructured.Unstructured, []agentv1alpha1.Analysis, *outcome.Outcome) {
 	tree, err := repo.Tree(commit)
 	var objs []*unstructured.Unstructured
+	var analyses []agentv1alpha1.Analysis
 	if err == nil {
 		objs, err = manifests.Load(tree)
+	}
+	if err == nil {
+		analyses, err = manifests.LoadAnalyses(tree, objs)
 	}
 	if err == nil {
 		p := cs.Spec.Policy
@@ -278,12 +295,12 @@ func (r *CellSyncReconciler) load(cs *agentv1alpha1.CellSync, repo *source.Repo,
 	}
 	var inv *manifests.InvalidError
 	if errors.As(err, &inv) {
-		return nil, &outcome.Outcome{Kind: outcome.Stalled, Reason: inv.Reason, Message: fmt.Sprintf("Commit %s refused: %s", short(commit), inv.Message)}
+		return nil, nil, &outcome.Outcome{Kind: outcome.Stalled, Reason: inv.Reason, Message: fmt.Sprintf("Commit %s refused: %s", short(commit), inv.Message)}
 	}
 	if err != nil {
-		return nil, &outcome.Outcome{Kind: outcome.Retrying, Reason: agentv1alpha1.ReasonInvalidBranch, Message: fmt.Sprintf("Cannot read commit %s: %v", short(commit), err)}
+		return nil, nil, &outcome.Outcome{Kind: outcome.Retrying, Reason: agentv1alpha1.ReasonInvalidBranch, Message: fmt.Sprintf("Cannot read commit %s: %v", short(commit), err)}
 	}
-	return objs, nil
+	return objs, analyses, nil
 }
 
 // apply dry-runs, applies and prunes, and records the inventory.

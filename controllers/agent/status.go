@@ -66,6 +66,7 @@ func (r *CellSyncReconciler) report(ctx context.Context, cs *agentv1alpha1.CellS
 	}
 	rep := buildReport(cs, st.health, r.Version)
 	rep.Refusal = st.refusal
+	rep.Analyses = st.analysisReports()
 	body, err := yaml.Marshal(rep)
 	if err != nil {
 		return

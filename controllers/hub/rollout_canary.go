@@ -49,6 +49,8 @@ type canary struct {
 	rev    string
 	// held says why the rollout holds without writing (its state was lost mid-canary).
 	held string
+	// templates are the checked AnalysisTemplates the strategy names, by name.
+	templates map[string]*hubv1alpha1.AnalysisTemplate
 }
 
 func (c *canary) reconcile(ctx context.Context, pending []*hubv1alpha1.RolloutStep) (outcome.Outcome, ctrl.Result, error) {
@@ -77,6 +79,9 @@ func (c *canary) reconcile(ctx context.Context, pending []*hubv1alpha1.RolloutSt
 	c.forgetUnplaced()
 	c.steps = rollout.Steps(strategy)
 	if err := rollout.Validate(c.steps, c.placed); err != nil {
+		return c.fail(err)
+	}
+	if err := c.loadTemplates(ctx); err != nil {
 		return c.fail(err)
 	}
 	c.rev = render.AppRevision(c.app)
@@ -180,7 +185,7 @@ func (c *canary) start(ctx context.Context) error {
 	for i := range st.Cells {
 		st.Cells[i].Canary, st.Cells[i].Weight, st.Cells[i].ExpectedCommit, st.Cells[i].ExpectedSince = false, 0, "", nil
 	}
-	st.CanaryRevision, st.Phase, st.Message, st.Step = c.rev, hubv1alpha1.PhaseProgressing, "", 0
+	st.CanaryRevision, st.Phase, st.Message, st.Step, st.Analysis = c.rev, hubv1alpha1.PhaseProgressing, "", 0, ""
 	target := int32(1)
 	if first {
 		target = int32(len(c.steps))
@@ -448,6 +453,7 @@ func (c *canary) apply(ctx context.Context) error {
 	final := c.final()
 	sourceCommit := c.app.Annotations[hubv1alpha1.SourceCommitAnnotation]
 	stableSeen := map[string]string{}
+	analysisIDs := map[string]string{}
 	msg := fmt.Sprintf("Rollout %s/%s: step %d/%d, %s at %d%%", c.app.Namespace, c.app.Name, st.Step, st.Steps, c.rev, st.CanaryWeight)
 	if len(c.canaryCells()) == 0 {
 		msg = fmt.Sprintf("Rollout %s/%s: back to the last-known-good commits", c.app.Namespace, c.app.Name)
@@ -493,11 +499,25 @@ func (c *canary) apply(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			return cellbranch.PutApp(files, meta, key, ra, sourceCommit)
+			if err := cellbranch.PutApp(files, meta, key, ra, sourceCommit); err != nil {
+				return err
+			}
+			an, err := c.renderAnalysis(cell, ra.TargetNamespace, ra.Revision, stable)
+			if err != nil || an == nil {
+				return err
+			}
+			analysisIDs[e.Cell] = an.ID
+			return cellbranch.PutAnalysis(files, key, an)
 		},
 	})
 	if err != nil {
 		return err
+	}
+	for _, e := range entries {
+		e.Analysis = nil
+		if id := analysisIDs[e.Cell]; id != "" && e.Canary {
+			e.Analysis = &hubv1alpha1.CellAnalysis{ID: id, Phase: hubv1alpha1.AnalysisRunning}
+		}
 	}
 	now := metav1.NewTime(c.now)
 	for branch, e := range entries {
@@ -641,6 +661,7 @@ func (c *canary) progress(ctx context.Context) (outcome.Outcome, ctrl.Result, er
 		facts.PassedAt = &t
 	}
 	d := status.Canary(facts, c.now, c.r.pollEvery())
+	c.showAnalyses(facts.Gate)
 	for i := range st.Cells {
 		st.Cells[i].Message = facts.Gate.Notes[st.Cells[i].Cell]
 		st.Cells[i].Skipped = false
@@ -685,7 +706,11 @@ func (c *canary) gate(strategy *hubv1alpha1.CanaryStrategy) rollout.Gate {
 			if e.ExpectedSince != nil {
 				since = e.ExpectedSince.Time
 			}
-			exps = append(exps, rollout.Expectation{Cell: e.Cell, Commit: e.ExpectedCommit, Since: since})
+			exp := rollout.Expectation{Cell: e.Cell, Commit: e.ExpectedCommit, Since: since}
+			if e.Analysis != nil {
+				exp.AnalysisID = e.Analysis.ID
+			}
+			exps = append(exps, exp)
 		}
 	}
 	opts := rollout.Options{StaleAfter: c.r.StaleAfter, Policy: rollout.StaleCellPolicy(strategy.StaleCellPolicy)}

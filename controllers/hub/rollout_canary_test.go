@@ -79,6 +79,7 @@ type cellReport struct {
 	ready     bool
 	message   string
 	heartbeat time.Time
+	analyses  []agentv1alpha1.AnalysisReport
 }
 
 func (c *cells) report(app *hubv1alpha1.ServerlessApp, reports ...cellReport) {
@@ -109,6 +110,7 @@ func (c *cells) push(app *hubv1alpha1.ServerlessApp, r cellReport) error {
 		if !r.ready {
 			rep.Apps[0].Reason = "RevisionFailed"
 		}
+		rep.Analyses = r.analyses
 		b, err := yaml.Marshal(rep)
 		if err != nil {
 			return err

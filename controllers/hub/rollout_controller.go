@@ -265,7 +265,9 @@ func (r *RolloutReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&hubv1alpha1.RolloutStep{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			s := o.(*hubv1alpha1.RolloutStep)
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: s.Namespace, Name: s.Spec.RolloutRef.Name}}}
-		}), builder.WithPredicates(predicate.GenerationChangedPredicate{}))
+		}), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&hubv1alpha1.AnalysisTemplate{}, handler.EnqueueRequestsFromMapFunc(r.rolloutsOfNamespace),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{}))
 	if r.Events != nil {
 		b = b.WatchesRawSource(source.Channel(r.Events, &handler.EnqueueRequestForObject{}))
 	}

@@ -8,6 +8,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 	"github.com/cellsync/cellsync/hub/render"
 )
 
@@ -130,6 +131,7 @@ func removeAppFiles(files Files, k AppKey) error {
 		files.Delete(p)
 	}
 	files.Delete(AppMetaPath(k))
+	RemoveAnalysis(files, k)
 	return nil
 }
 
@@ -216,4 +218,22 @@ func Kustomization(resources []string) []byte {
 		b.WriteString("- " + r + "\n")
 	}
 	return []byte(b.String())
+}
+
+// PutAnalysis writes the analysis the cell measures for the app's current canary step. It lives
+// under .cellsync/, so the root kustomization never lists it and nothing applies it.
+func PutAnalysis(files Files, k AppKey, a *agentv1alpha1.Analysis) error {
+	b, err := yaml.Marshal(a)
+	if err != nil {
+		return err
+	}
+	files.Write(agentv1alpha1.AnalysisPath(k.Namespace, k.Name), b)
+	return nil
+}
+
+// RemoveAnalysis deletes the app's analysis from the branch, if it has one.
+func RemoveAnalysis(files Files, k AppKey) {
+	if p := agentv1alpha1.AnalysisPath(k.Namespace, k.Name); files.Has(p) {
+		files.Delete(p)
+	}
 }

@@ -17,6 +17,7 @@ import (
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 	"sigs.k8s.io/yaml"
 
+	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 )
 
@@ -27,8 +28,8 @@ const Version = "cellsync-render/v1"
 const (
 	LabelManagedBy    = "app.kubernetes.io/managed-by"
 	LabelName         = "app.kubernetes.io/name"
-	LabelApp          = "cellsync.io/app"
-	LabelAppNamespace = "cellsync.io/app-namespace"
+	LabelApp          = agentv1alpha1.LabelApp
+	LabelAppNamespace = agentv1alpha1.LabelAppNamespace
 	LabelCell         = "cellsync.io/cell"
 	ManagedByValue    = "cellsync"
 )

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -178,20 +179,27 @@ type Expectation struct {
 	Commit string
 	// Since is when that commit was pushed, for the failure threshold.
 	Since time.Time
+	// AnalysisID, when set, is the analysis the cell must pass for Commit.
+	AnalysisID string
 }
 
 // Gate is a step's gate, judged at one moment.
 type Gate struct {
 	// Complete is true when every masked cell passed (or was skipped by policy).
 	Complete bool
-	// Abort is true when a cell failed past the threshold, or a stale cell under policy Fail.
-	Abort   bool
-	Reason  string
-	Waiting []string
-	Skipped []string
-	Failed  []string
+	// Abort is true when a cell failed past the threshold, a cell's analysis failed, or a
+	// stale cell is under policy Fail.
+	Abort bool
+	// Inconclusive is true when a cell's analysis could not decide: the rollout pauses.
+	Inconclusive bool
+	Reason       string
+	Waiting      []string
+	Skipped      []string
+	Failed       []string
 	// Notes says, per cell, why it has not passed ("" when it has).
 	Notes map[string]string
+	// Analyses are the cells' reported analyses of the step, by cell.
+	Analyses map[string]agentv1alpha1.AnalysisReport
 }
 
 // Options tune a gate.
@@ -204,7 +212,8 @@ type Options struct {
 // Judge decides a step's gate from the cells' reports: a cell passes when it reports exactly
 // the rendered commit, Ready, with a fresh heartbeat, and the app ready there.
 func Judge(app, appNamespace string, cells []Expectation, reports *intake.Reports, now time.Time, o Options) Gate {
-	g := Gate{Notes: map[string]string{}}
+	g := Gate{Notes: map[string]string{}, Analyses: map[string]agentv1alpha1.AnalysisReport{}}
+	var inconclusive []string
 	note := func(cell, msg string) string {
 		g.Notes[cell] = msg
 		return fmt.Sprintf("%s: %s", cell, msg)
@@ -230,8 +239,23 @@ func Judge(app, appNamespace string, cells []Expectation, reports *intake.Report
 			g.Waiting = append(g.Waiting, note(exp.Cell, fmt.Sprintf("applied %s, waiting for %s", short(e.Report.AppliedCommit), short(exp.Commit))))
 		default:
 			ready, msg := appReady(e.Report, app, appNamespace)
+			an, measured := analysisOf(e.Report, exp)
+			if measured {
+				g.Analyses[exp.Cell] = an
+			}
 			switch {
+			case ready && exp.AnalysisID == "":
+			case ready && !measured:
+				g.Waiting = append(g.Waiting, note(exp.Cell, "analysis not started yet"))
+			case ready && an.Phase == agentv1alpha1.AnalysisSuccessful:
+			case ready && an.Phase == agentv1alpha1.AnalysisFailed:
+				g.Failed = append(g.Failed, note(exp.Cell, "analysis failed: "+AnalysisVerdict(an, agentv1alpha1.AnalysisFailed)))
+				g.Abort = true
+			case ready && an.Phase == agentv1alpha1.AnalysisInconclusive:
+				inconclusive = append(inconclusive, note(exp.Cell, "analysis inconclusive: "+AnalysisVerdict(an, agentv1alpha1.AnalysisInconclusive)))
+				g.Inconclusive = true
 			case ready:
+				g.Waiting = append(g.Waiting, note(exp.Cell, "analysis running: "+AnalysisVerdict(an, agentv1alpha1.AnalysisRunning)))
 			case o.FailureThreshold > 0 && now.Sub(exp.Since) >= o.FailureThreshold:
 				g.Failed = append(g.Failed, note(exp.Cell, msg))
 				g.Abort = true
@@ -243,6 +267,8 @@ func Judge(app, appNamespace string, cells []Expectation, reports *intake.Report
 	switch {
 	case g.Abort:
 		g.Reason = "Canary failed: " + strings.Join(g.Failed, "; ")
+	case g.Inconclusive:
+		g.Reason = "Analysis inconclusive: " + strings.Join(inconclusive, "; ")
 	case len(g.Waiting) > 0:
 		g.Reason = "Waiting for " + strings.Join(g.Waiting, "; ")
 	default:
@@ -253,6 +279,55 @@ func Judge(app, appNamespace string, cells []Expectation, reports *intake.Report
 		}
 	}
 	return g
+}
+
+// analysisOf finds the cell's report of the expected analysis, measured for the expected commit.
+func analysisOf(r agentv1alpha1.StatusReport, exp Expectation) (agentv1alpha1.AnalysisReport, bool) {
+	if exp.AnalysisID == "" {
+		return agentv1alpha1.AnalysisReport{}, false
+	}
+	for _, a := range r.Analyses {
+		if a.ID == exp.AnalysisID && a.Commit == exp.Commit {
+			return a, true
+		}
+	}
+	return agentv1alpha1.AnalysisReport{}, false
+}
+
+// AnalysisVerdict says, in a bounded line, which metric of an analysis stands at phase and
+// what it measured last: "metric error-rate = 0.2 (0.2 is above the maximum 0.05)".
+func AnalysisVerdict(a agentv1alpha1.AnalysisReport, phase string) string {
+	for _, m := range a.Metrics {
+		if m.Phase != phase {
+			continue
+		}
+		last := agentv1alpha1.Measurement{}
+		if n := len(m.Measurements); n > 0 {
+			last = m.Measurements[n-1]
+		}
+		what := "metric " + bounded(m.Name, 63)
+		if last.Value != nil {
+			what += fmt.Sprintf(" = %s", strconv.FormatFloat(*last.Value, 'g', 4, 64))
+		}
+		if phase == agentv1alpha1.AnalysisRunning {
+			return fmt.Sprintf("%s, %d of its measurements passed", what, m.Successful)
+		}
+		if phase == agentv1alpha1.AnalysisInconclusive {
+			what += " (query " + bounded(m.Query, 200) + ")"
+		}
+		if last.Message != "" {
+			what += " (" + bounded(last.Message, 200) + ")"
+		}
+		return what
+	}
+	return "no metric " + strings.ToLower(phase)
+}
+
+func bounded(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
 }
 
 func appReady(r agentv1alpha1.StatusReport, app, ns string) (bool, string) {

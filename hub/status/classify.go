@@ -9,6 +9,7 @@ import (
 
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	"github.com/cellsync/cellsync/controllers/outcome"
+	"github.com/cellsync/cellsync/hub/analysis"
 	"github.com/cellsync/cellsync/hub/cellbranch"
 	"github.com/cellsync/cellsync/hub/gitstore"
 	"github.com/cellsync/cellsync/hub/render"
@@ -55,6 +56,7 @@ func Classify(err error) Verdict {
 		down     *gitstore.UnavailableError
 		missing  *gitstore.BranchNotFoundError
 		refused  Refusal
+		tmpl     *analysis.Error
 	)
 	stalled := func(fix Fix, reason, msg string) Verdict {
 		return Verdict{Outcome: outcome.Outcome{Kind: outcome.Stalled, Reason: reason, Message: msg}, Fix: fix}
@@ -64,6 +66,8 @@ func Classify(err error) Verdict {
 		return Verdict{}
 	case errors.As(err, &inv):
 		return stalled(FixSpec, inv.Reason, inv.Message)
+	case errors.As(err, &tmpl):
+		return stalled(FixSpec, tmpl.Reason, tmpl.Message)
 	case errors.As(err, &strategy):
 		return stalled(FixSpec, hubv1alpha1.ReasonInvalidStrategy, strategy.Message)
 	case errors.As(err, &refused):

@@ -139,6 +139,10 @@ func Canary(s CanaryStep, now time.Time, poll time.Duration) CanaryDecision {
 	case s.Gate.Abort:
 		return CanaryDecision{Phase: hubv1alpha1.PhaseAborted, Message: s.Gate.Reason, Action: Abort,
 			Outcome: outcome.Outcome{Kind: outcome.Failed, Reason: hubv1alpha1.ReasonAborted, Message: s.Gate.Reason}}
+	case s.Gate.Inconclusive:
+		// Not a pass, not a failure: a person decides (promote to skip the gate, or abort).
+		return wait(hubv1alpha1.PhasePaused, hubv1alpha1.ReasonAnalysisInconclusive,
+			fmt.Sprintf("%s: %s; paused: fix the cell's metrics, then promote (kubectl cells promote %s -n %s) or abort", at, s.Gate.Reason, s.App, s.Namespace), poll)
 	case !s.Gate.Complete && s.Paused:
 		return wait(hubv1alpha1.PhasePaused, hubv1alpha1.ReasonPaused, fmt.Sprintf("Paused by a RolloutStep; %s: %s", at, s.Gate.Reason), poll)
 	case !s.Gate.Complete:

@@ -17,8 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	agentmanager "github.com/cellsync/cellsync/agent/manager"
+	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	"github.com/cellsync/cellsync/test/testenv"
 )
 

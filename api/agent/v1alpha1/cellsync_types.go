@@ -95,6 +95,28 @@ type CellSyncSpec struct {
 
 	// Policy limits what the branch may create.
 	Policy Policy `json:"policy"`
+
+	// Analysis says where the agent measures the canary analyses the hub renders into the
+	// branch. It belongs to the cell's owner: a branch cannot point the agent at an address.
+	// Without it, a Prometheus metric is inconclusive.
+	// +optional
+	Analysis *AnalysisSource `json:"analysis,omitempty"`
+}
+
+// AnalysisSource is where a cell's metrics are.
+type AnalysisSource struct {
+	// Prometheus is the cell's own Prometheus.
+	// +optional
+	Prometheus *PrometheusSource `json:"prometheus,omitempty"`
+}
+
+// PrometheusSource is a Prometheus HTTP API.
+type PrometheusSource struct {
+	// Address is the base URL of the Prometheus HTTP API, for example
+	// http://prometheus.monitoring.svc:9090.
+	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
+	// +kubebuilder:validation:MaxLength=2048
+	Address string `json:"address"`
 }
 
 // Verification lists the keys a commit must be signed with.

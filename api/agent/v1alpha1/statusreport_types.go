@@ -44,6 +44,10 @@ type StatusReport struct {
 	// Apps is the health of every workload the cell runs.
 	// +optional
 	Apps []AppReport `json:"apps,omitempty"`
+
+	// Analyses are the canary analyses of the applied commit, as measured in the cell.
+	// +optional
+	Analyses []AnalysisReport `json:"analyses,omitempty"`
 }
 
 // AppReport is one workload's health in a cell.

@@ -70,8 +70,15 @@ const (
 	ReasonPaused            = "Paused"
 	// ReasonStateLost: the rollout has no state on this hub (its etcd was lost) while the cell
 	// branches hold a canary in flight; it holds until a person decides.
-	ReasonStateLost       = "StateLost"
-	ReasonAborted         = "Aborted"
+	ReasonStateLost = "StateLost"
+	ReasonAborted   = "Aborted"
+	// ReasonAnalysisInconclusive: a cell's analysis could not decide (its Prometheus did not
+	// answer, a query returned no data) beyond its limit; the rollout pauses.
+	ReasonAnalysisInconclusive = "AnalysisInconclusive"
+	// ReasonAnalysisTemplateNotFound: a step names an AnalysisTemplate that does not exist.
+	ReasonAnalysisTemplateNotFound = "AnalysisTemplateNotFound"
+	// ReasonInvalidAnalysis: an AnalysisTemplate cannot be measured as written.
+	ReasonInvalidAnalysis = "InvalidAnalysis"
 	ReasonSuperseded      = "Superseded"
 	ReasonRolloutNotFound = "RolloutNotFound"
 	ReasonInvalidStep     = "InvalidStep"
@@ -95,3 +102,6 @@ const (
 // HeartbeatLeaseLabel is on each cell's heartbeat Lease in the hub's namespace (Lease
 // cell-<cell>, renewed when the hub sees a new heartbeat), and holds the cell's name.
 const HeartbeatLeaseLabel = "hub.cellsync.io/cell"
+
+// MaxAnalysisMetricsShown bounds the metrics a Rollout shows per cell.
+const MaxAnalysisMetricsShown = 10

@@ -40,6 +40,10 @@ type CanaryStrategy struct {
 	// +kubebuilder:default="5m"
 	// +optional
 	FailureThreshold *metav1.Duration `json:"failureThreshold,omitempty"`
+	// Analysis is measured at every step that names none of its own: each masked cell must
+	// pass it for the step's commit before the step passes.
+	// +optional
+	Analysis *StepAnalysis `json:"analysis,omitempty"`
 }
 
 // CanaryStep is one step: which cells get the canary, and its traffic share inside them.
@@ -52,6 +56,9 @@ type CanaryStep struct {
 	// approves. Without it the next step follows as soon as this one is healthy.
 	// +optional
 	Pause *StepPause `json:"pause,omitempty"`
+	// Analysis, when set, replaces the strategy's analysis for this step.
+	// +optional
+	Analysis *StepAnalysis `json:"analysis,omitempty"`
 }
 
 // StepCells picks cells: by name, by selector, by count or by percent of the placement.
@@ -134,6 +141,51 @@ type RolloutCell struct {
 	// Message says what the step waits for in this cell.
 	// +optional
 	Message string `json:"message,omitempty"`
+	// Analysis is the cell's analysis of the current step, as its agent reports it.
+	// +optional
+	Analysis *CellAnalysis `json:"analysis,omitempty"`
+}
+
+// AnalysisPhase is where an analysis, or one metric of it, stands.
+type AnalysisPhase string
+
+// Analysis phases.
+const (
+	AnalysisRunning      AnalysisPhase = "Running"
+	AnalysisSuccessful   AnalysisPhase = "Successful"
+	AnalysisFailed       AnalysisPhase = "Failed"
+	AnalysisInconclusive AnalysisPhase = "Inconclusive"
+)
+
+// CellAnalysis is one cell's analysis of a step.
+type CellAnalysis struct {
+	// ID names the rendered analysis (the step and what it measures).
+	ID string `json:"id"`
+	// +optional
+	Phase AnalysisPhase `json:"phase,omitempty"`
+	// +optional
+	// +kubebuilder:validation:MaxItems=10
+	Metrics []MetricResult `json:"metrics,omitempty"`
+}
+
+// MetricResult is one metric's standing in a cell, with its last measured value.
+type MetricResult struct {
+	Name string `json:"name"`
+	// +optional
+	Phase AnalysisPhase `json:"phase,omitempty"`
+	// Value is the last measured value, as text.
+	// +optional
+	Value string `json:"value,omitempty"`
+	// Successful, Failed and Inconclusive count the measurements so far.
+	// +optional
+	Successful int32 `json:"successful,omitempty"`
+	// +optional
+	Failed int32 `json:"failed,omitempty"`
+	// +optional
+	Inconclusive int32 `json:"inconclusive,omitempty"`
+	// Message says what the last measurement found.
+	// +optional
+	Message string `json:"message,omitempty"`
 }
 
 // RevisionRecord is a revision that completed a rollout, kept for undo.
@@ -174,6 +226,10 @@ type RolloutStatus struct {
 	TotalCells int32 `json:"totalCells"`
 	// +optional
 	CellsDisplay string `json:"cellsDisplay,omitempty"`
+	// Analysis is where the current step's analysis stands over its cells: Running,
+	// Successful, Failed or Inconclusive ("" when the step has none).
+	// +optional
+	Analysis AnalysisPhase `json:"analysis,omitempty"`
 	// Paused is true after a Pause RolloutStep, until a Resume, Advance or Promote.
 	// +optional
 	Paused bool `json:"paused,omitempty"`
@@ -219,6 +275,7 @@ type RolloutStatus struct {
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Canary%",type=integer,JSONPath=`.status.canaryWeight`
 // +kubebuilder:printcolumn:name="Cells",type=string,JSONPath=`.status.cellsDisplay`
+// +kubebuilder:printcolumn:name="Analysis",type=string,JSONPath=`.status.analysis`
 // +kubebuilder:printcolumn:name="Stable",type=string,JSONPath=`.status.stableRevision`
 // +kubebuilder:printcolumn:name="Canary",type=string,JSONPath=`.status.canaryRevision`
 // +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.message`,priority=1
