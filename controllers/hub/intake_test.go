@@ -114,12 +114,12 @@ func TestHubSeesAgentReports(t *testing.T) {
 		g.Expect(r.Status.StableRevision).To(Equal(revision))
 	})
 	out := getRollouts(t, "intake")
-	g.Expect(out).To(MatchRegexp(`(?m)^NAME\s+APP\s+STEP\s+PHASE\s+CANARY%\s+CELLS\s+STABLE\s+CANARY\s+AGE$`))
-	g.Expect(out).To(MatchRegexp(`(?m)^reported\s+reported\s+1/1\s+Completed\s+0\s+1/1/1\s+` + revision + `\s+\S+$`))
+	g.Expect(out).To(MatchRegexp(`(?m)^NAME\s+APP\s+STEP\s+PHASE\s+CANARY%\s+CELLS\s+ANALYSIS\s+STABLE\s+CANARY\s+AGE$`))
+	g.Expect(out).To(MatchRegexp(`(?m)^reported\s+reported\s+1/1\s+Completed\s+0\s+1/1/1\s+<none>\s+` + revision + `\s+\S+$`))
 
 	// The plugin, run as `kubectl cells`, shows the same, and each cell's part.
 	out = kubectlCells(t, "get", "rollouts", "-n", "intake")
-	g.Expect(out).To(MatchRegexp(`(?m)^reported\s+reported\s+1/1\s+Completed\s+0\s+1/1/1\s+` + revision + `\s+-\s+\S+$`))
+	g.Expect(out).To(MatchRegexp(`(?m)^reported\s+reported\s+1/1\s+Completed\s+0\s+1/1/1\s+-\s+` + revision + `\s+-\s+\S+$`))
 	out = kubectlCells(t, "status", "reported", "-n", "intake")
 	g.Expect(out).To(ContainSubstring("revision " + revision + "  rollout Completed 1/1  ready in 1 of 1 cells"))
 	g.Expect(out).To(MatchRegexp(`(?m)^CELL\s+CLUSTER\s+REVISION\s+TRAFFIC\s+READY\s+HEARTBEAT\s+MESSAGE$`))

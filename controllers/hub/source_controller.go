@@ -44,7 +44,7 @@ const SourceFieldManager = "cellsync-source"
 const sourceOwnerGroup = "source.hub.cellsync.io"
 
 // sourceKinds are the kinds a source may ever write, and whether they are namespaced.
-var sourceKinds = map[string]bool{"Cell": false, "CellPlacement": true, "ServerlessApp": true}
+var sourceKinds = map[string]bool{"Cell": false, "CellPlacement": true, "ServerlessApp": true, "AnalysisTemplate": true}
 
 // AppSourceReconciler syncs hub objects from the GitOps repo's source branch: it lists the
 // branch every interval, and on a new commit parses every YAML file under the path, checks each
@@ -60,7 +60,7 @@ type AppSourceReconciler struct {
 
 // +kubebuilder:rbac:groups=hub.cellsync.io,resources=appsources,verbs=list;watch
 // +kubebuilder:rbac:groups=hub.cellsync.io,resources=appsources/status,verbs=patch
-// +kubebuilder:rbac:groups=hub.cellsync.io,resources=cells;cellplacements;serverlessapps,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=hub.cellsync.io,resources=cells;cellplacements;serverlessapps;analysistemplates,verbs=get;list;watch;create;patch;delete
 
 // Reconcile syncs one AppSource.
 func (r *AppSourceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
@@ -199,7 +199,7 @@ func (r *AppSourceReconciler) objects(src *hubv1alpha1.AppSource, files map[stri
 	}
 	kinds := src.Spec.Kinds
 	if len(kinds) == 0 {
-		kinds = []string{"CellPlacement", "ServerlessApp"}
+		kinds = []string{"CellPlacement", "ServerlessApp", "AnalysisTemplate"}
 	}
 	var invalid, forbidden []string
 	var out []*unstructured.Unstructured

@@ -26,9 +26,9 @@ type AppSourceSpec struct {
 	// +optional
 	// +listType=set
 	Namespaces []string `json:"namespaces,omitempty"`
-	// Kinds the source may write, out of Cell, CellPlacement and ServerlessApp. Cell is
-	// cluster-scoped and off by default.
-	// +kubebuilder:default={CellPlacement,ServerlessApp}
+	// Kinds the source may write, out of Cell, CellPlacement, ServerlessApp and
+	// AnalysisTemplate. Cell is cluster-scoped and off by default.
+	// +kubebuilder:default={CellPlacement,ServerlessApp,AnalysisTemplate}
 	// +optional
 	// +listType=set
 	Kinds []string `json:"kinds,omitempty"`

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -34,12 +35,12 @@ func getRollouts(ctx context.Context, c client.Client, ns string, watch bool, ou
 			if ns == "" {
 				fmt.Fprint(w, "NAMESPACE\t")
 			}
-			fmt.Fprintln(w, "NAME\tAPP\tSTEP\tPHASE\tCANARY%\tCELLS\tSTABLE\tCANARY\tAGE")
+			fmt.Fprintln(w, "NAME\tAPP\tSTEP\tPHASE\tCANARY%\tCELLS\tANALYSIS\tSTABLE\tCANARY\tAGE")
 			header = false
 		}
 		for _, r := range list.Items {
-			row := fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s", r.Name, r.Spec.AppRef.Name, dash(r.Status.StepDisplay), dash(string(r.Status.Phase)),
-				r.Status.CanaryWeight, dash(r.Status.CellsDisplay), dash(r.Status.StableRevision), dash(r.Status.CanaryRevision))
+			row := fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s", r.Name, r.Spec.AppRef.Name, dash(r.Status.StepDisplay), dash(string(r.Status.Phase)),
+				r.Status.CanaryWeight, dash(r.Status.CellsDisplay), dash(string(r.Status.Analysis)), dash(r.Status.StableRevision), dash(r.Status.CanaryRevision))
 			if ns == "" {
 				row = r.Namespace + "\t" + row
 			}
@@ -97,6 +98,37 @@ func status(ctx context.Context, c client.Client, ns, name string, out io.Writer
 			}
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%t\t%s\t%s\n", s.Cell, cluster, dash(s.Revision), dash(s.Traffic), s.Ready, heartbeat, dash(s.Message))
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	return analyses(ro, out)
+}
+
+// analyses prints each cell's analysis of the rollout's current step: every metric's verdict,
+// its measurement counts and its last value.
+func analyses(ro *hubv1alpha1.Rollout, out io.Writer) error {
+	var rows [][]string
+	for _, c := range ro.Status.Cells {
+		if c.Analysis == nil {
+			continue
+		}
+		if len(c.Analysis.Metrics) == 0 {
+			rows = append(rows, []string{c.Cell, "-", string(c.Analysis.Phase), "-", "-", "waiting for the first measurement"})
+		}
+		for _, m := range c.Analysis.Metrics {
+			rows = append(rows, []string{c.Cell, m.Name, string(m.Phase), dash(m.Value),
+				fmt.Sprintf("%d/%d/%d", m.Successful, m.Failed, m.Inconclusive), dash(m.Message)})
+		}
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	fmt.Fprintf(out, "\nAnalysis of step %s: %s\n\n", dash(ro.Status.StepDisplay), dash(string(ro.Status.Analysis)))
+	w := tabwriter.NewWriter(out, 0, 0, 3, ' ', 0)
+	fmt.Fprintln(w, "CELL\tMETRIC\tVERDICT\tVALUE\tPASSED/FAILED/INCONCLUSIVE\tMESSAGE")
+	for _, r := range rows {
+		fmt.Fprintln(w, strings.Join(r, "\t"))
 	}
 	return w.Flush()
 }
