@@ -1,6 +1,8 @@
 // Command demo is cellsync's quickstart (`make demo`): it starts on this machine a Git
 // smart-HTTP server, a hub apiserver with the hub, and three member apiservers each with an agent,
-// pushes a sample app to main with git, and walks a canary to 100 % while printing its progress.
+// pushes a sample app to main with git, and walks a canary to 100 % while printing its progress;
+// then, with Debian's prometheus installed, a canary measured by an error-rate analysis passes
+// and one with 20 % synthetic errors in cell-1 aborts.
 //
 // Knative Serving's controllers cannot run here, so each member cluster has the real Knative
 // Serving CRDs and kwok sets the Knative Service status as Knative would (Ready, revisions,
@@ -29,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	"github.com/cellsync/cellsync/test/testenv"
 )
@@ -87,7 +90,7 @@ func run(workdir string, once bool, poll, timeout time.Duration, out io.Writer) 
 		return err
 	}
 	say("first deploy: there is no stable revision yet, so the rollout goes straight to 100 %% everywhere")
-	if err := watch(ctx, w, "", timeout, out); err != nil {
+	if err := watch(ctx, w, "", false, timeout, out); err != nil {
 		return err
 	}
 	first := rolloutOf(ctx, w)
@@ -95,10 +98,15 @@ func run(workdir string, once bool, poll, timeout time.Duration, out io.Writer) 
 	if _, err := w.Source.Commit("web v2", map[string]string{"apps/web.yaml": testenv.SampleApp("ghcr.io/knative/helloworld-go:v2", time.Minute)}); err != nil {
 		return err
 	}
-	if err := watch(ctx, w, first.Status.StableRevision, timeout, out); err != nil {
+	if err := watch(ctx, w, first.Status.StableRevision, false, timeout, out); err != nil {
 		return err
 	}
 	say("the canary completed in every cell")
+	stop, err := analysisScene(ctx, w, timeout, say, out)
+	defer stop()
+	if err != nil {
+		return err
+	}
 	explore(w, out)
 	if err := os.WriteFile(filepath.Join(abs, "ready"), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600); err != nil {
 		return err
@@ -111,9 +119,98 @@ func run(workdir string, once bool, poll, timeout time.Duration, out io.Writer) 
 	return nil
 }
 
+// analysisScene gives each member its own Prometheus, scraping synthetic per-revision request
+// metrics, and ships two versions measured by an error-rate analysis at every step: v3 passes,
+// v4 answers 20 % of its requests with 5xx in cell-1 and its rollout aborts. Without Debian's
+// prometheus it says so and skips. stop ends the Prometheus servers and exporters.
+func analysisScene(ctx context.Context, w *testenv.World, timeout time.Duration, say func(string, ...any), out io.Writer) (stop func(), err error) {
+	var stops []func()
+	stop = func() {
+		for _, s := range stops {
+			s()
+		}
+	}
+	if !testenv.HasPrometheus() {
+		say("Debian's prometheus is not installed (apt-get install prometheus): skipping the canary analysis scene")
+		return stop, nil
+	}
+	say("canary analysis: each member gets its own Prometheus, scraping per-revision request counters in the shape Knative's queue-proxy exports; no Knative data plane runs here, so the requests and their errors are synthetic")
+	exporters := map[string]*testenv.Exporter{}
+	for _, m := range w.Members {
+		exp, err := testenv.StartExporter(testenv.WorldCellNamespace)
+		if err != nil {
+			return stop, err
+		}
+		stops = append(stops, exp.Close)
+		prom, err := testenv.StartPrometheus(exp.Target())
+		if err != nil {
+			return stop, err
+		}
+		stops = append(stops, prom.Stop)
+		exporters[m.Cell] = exp
+		// The cell's owner points its agent at the cell's Prometheus; the hub cannot.
+		cs := &agentv1alpha1.CellSync{}
+		if err := m.Client.Get(ctx, client.ObjectKey{Namespace: testenv.WorldHubNamespace, Name: m.Cell}, cs); err != nil {
+			return stop, err
+		}
+		cs.Spec.Analysis = &agentv1alpha1.AnalysisSource{Prometheus: &agentv1alpha1.PrometheusSource{Address: prom.Address}}
+		if err := m.Client.Update(ctx, cs); err != nil {
+			return stop, err
+		}
+	}
+	ship := func(image string, errorRates map[string]float64) (string, error) {
+		prev := rolloutOf(ctx, w).Status.StableRevision
+		if _, err := w.Source.Commit("web "+image, map[string]string{"apps/web.yaml": testenv.AnalysedApp("ghcr.io/knative/helloworld-go:"+image, time.Minute)}); err != nil {
+			return "", err
+		}
+		for ctx.Err() == nil {
+			app := &hubv1alpha1.ServerlessApp{}
+			if err := w.HubClient.Get(ctx, client.ObjectKey{Namespace: testenv.WorldAppsNamespace, Name: "web"}, app); err == nil && app.Status.Revision != "" && app.Status.Revision != prev {
+				for cell, exp := range exporters {
+					exp.SetErrorRate(app.Status.Revision, errorRates[cell])
+				}
+				return prev, nil
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		return "", errors.New("interrupted")
+	}
+	say("pushing v3 with AnalysisTemplate error-rate (the 5xx share of the canary's requests, at most 5 %%), measured by every cell's agent at every step")
+	prev, err := ship("v3", nil)
+	if err != nil {
+		return stop, err
+	}
+	if err := watch(ctx, w, prev, false, timeout, out); err != nil {
+		return stop, err
+	}
+	say("v3 passed its analysis in every cell it reached")
+	say("pushing v4, whose synthetic error rate is 20 %% in cell-1: its analysis fails there and the rollout aborts")
+	if prev, err = ship("v4", map[string]float64{"cell-1": 0.2}); err != nil {
+		return stop, err
+	}
+	if err := watch(ctx, w, prev, true, timeout, out); err != nil {
+		return stop, err
+	}
+	say("the rollout aborted on its analysis: %s", rolloutOf(ctx, w).Status.Message)
+	for deadline := time.Now().Add(timeout); ; time.Sleep(500 * time.Millisecond) {
+		back := true
+		for _, m := range w.Members {
+			back = back && !strings.Contains(traffic(ctx, m), "canary")
+		}
+		if back {
+			break
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return stop, fmt.Errorf("the cells did not go back to v3 within %s", timeout)
+		}
+	}
+	say("every cell runs v3 alone again (kubectl cells status web -n shop shows each cell's measurements)")
+	return stop, nil
+}
+
 // watch prints the progress table whenever it changes, until the rollout of a revision other
-// than prev completed in every cell.
-func watch(ctx context.Context, w *testenv.World, prev string, timeout time.Duration, out io.Writer) error {
+// than prev completed in every cell, or, with abort, until it aborted.
+func watch(ctx context.Context, w *testenv.World, prev string, abort bool, timeout time.Duration, out io.Writer) error {
 	deadline := time.Now().Add(timeout)
 	last := ""
 	for {
@@ -130,8 +227,12 @@ func watch(ctx context.Context, w *testenv.World, prev string, timeout time.Dura
 			last = table
 		}
 		switch {
-		case ro.Status.Phase == hubv1alpha1.PhaseAborted:
+		case ro.Status.Phase == hubv1alpha1.PhaseAborted && abort && ro.Status.CanaryRevision != prev:
+			return nil
+		case ro.Status.Phase == hubv1alpha1.PhaseAborted && !abort:
 			return fmt.Errorf("the rollout aborted: %s", ro.Status.Message)
+		case ro.Status.Phase == hubv1alpha1.PhaseCompleted && ro.Status.StableRevision != prev && abort:
+			return fmt.Errorf("the rollout completed, though it should have aborted on its analysis")
 		case ro.Status.Phase == hubv1alpha1.PhaseCompleted && ro.Status.StableRevision != prev && ro.Status.CellsDisplay == "3/3/3":
 			return nil
 		}
@@ -154,10 +255,14 @@ var knativeService = schema.GroupVersionKind{Group: "serving.knative.dev", Versi
 // member cluster's Knative Service says.
 func progress(ctx context.Context, w *testenv.World, ro *hubv1alpha1.Rollout) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nrollout shop/web  step %s  phase %s  canary %d%%  cells %s (updated/ready/total)\n",
+	fmt.Fprintf(&b, "\nrollout shop/web  step %s  phase %s  canary %d%%  cells %s (updated/ready/total)",
 		dash(ro.Status.StepDisplay), dash(string(ro.Status.Phase)), ro.Status.CanaryWeight, dash(ro.Status.CellsDisplay))
+	if ro.Status.Analysis != "" {
+		fmt.Fprintf(&b, "  analysis %s", ro.Status.Analysis)
+	}
+	b.WriteString("\n")
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  CELL\tCLUSTER\tIN STEP\tWEIGHT\tREVISION (reported)\tTRAFFIC (member cluster)\tREADY")
+	fmt.Fprintln(tw, "  CELL\tCLUSTER\tIN STEP\tWEIGHT\tREVISION (reported)\tTRAFFIC (member cluster)\tREADY\tANALYSIS")
 	byCell := map[string]hubv1alpha1.RolloutCell{}
 	for _, c := range ro.Status.Cells {
 		byCell[c.Cell] = c
@@ -170,10 +275,24 @@ func progress(ctx context.Context, w *testenv.World, ro *hubv1alpha1.Rollout) st
 		if c.Canary {
 			inStep, weight = "yes", fmt.Sprintf("%d%%", c.Weight)
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%t\n", m.Cell, m.Name, inStep, weight, dash(c.Revision), traffic(ctx, m), c.Ready)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%t\t%s\n", m.Cell, m.Name, inStep, weight, dash(c.Revision), traffic(ctx, m), c.Ready, analysisOf(c))
 	}
 	_ = tw.Flush()
 	return b.String()
+}
+
+// analysisOf is a cell's analysis of the step: its verdict and each metric's last value.
+func analysisOf(c hubv1alpha1.RolloutCell) string {
+	if c.Analysis == nil || !c.Canary {
+		return "-"
+	}
+	s := string(c.Analysis.Phase)
+	for _, m := range c.Analysis.Metrics {
+		if m.Value != "" {
+			s += fmt.Sprintf(" %s=%s", m.Name, m.Value)
+		}
+	}
+	return s
 }
 
 func traffic(ctx context.Context, m *testenv.Member) string {

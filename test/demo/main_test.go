@@ -54,6 +54,8 @@ func TestDemoOnce(t *testing.T) {
 		"step 1/3  phase Progressing  canary 20%",
 		"step 3/3  phase Completed  canary 0%  cells 3/3/3",
 		"the canary completed in every cell",
+		"v3 passed its analysis in every cell it reached",
+		"the rollout aborted on its analysis: Canary failed: cell-1: analysis failed: metric error-rate = 0.2",
 		"kubectl get rollouts.hub.cellsync.io -n shop",
 	} {
 		if !strings.Contains(text, want) {

@@ -22,22 +22,7 @@ const analysisFile = "apps/analysis.yaml"
 // analysisApps is an error-rate AnalysisTemplate over Knative's queue-proxy request metrics, a
 // placement over the world's cells, and a canary app measured at every step.
 func analysisApps(image string) string {
-	return fmt.Sprintf(`apiVersion: hub.cellsync.io/v1alpha1
-kind: AnalysisTemplate
-metadata: {name: error-rate, namespace: %[1]s}
-spec:
-  metrics:
-  - name: error-rate
-    interval: 1s
-    count: 2
-    inconclusiveLimit: 6
-    thresholdRange: {max: 0.05}
-    prometheus:
-      query: |
-        sum(rate(revision_app_request_count{namespace_name="{{namespace}}",revision_name="{{canary}}",response_code_class="5xx"}[10s]))
-        /
-        sum(rate(revision_app_request_count{namespace_name="{{namespace}}",revision_name="{{canary}}"}[10s]))
----
+	return testenv.ErrorRateTemplate() + fmt.Sprintf(`---
 apiVersion: hub.cellsync.io/v1alpha1
 kind: CellPlacement
 metadata: {name: analysis, namespace: %[1]s}

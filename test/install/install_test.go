@@ -46,6 +46,10 @@ var usedElsewhere = map[string]map[grant]string{
 		{"hub.cellsync.io", "cells", "get"}:                        "an AppSource reads a Cell past the cache before applying it",
 		{"hub.cellsync.io", "cells", "patch"}:                      "an AppSource applies Cells from Git",
 		{"", "events", "patch"}:                                    "a repeated event is patched into the first (client-go's event aggregation)",
+		{"hub.cellsync.io", "analysistemplates", "create"}:         "an AppSource creates AnalysisTemplates from Git (the sample app here has none)",
+		{"hub.cellsync.io", "analysistemplates", "delete"}:         "an AppSource prunes an AnalysisTemplate removed from Git",
+		{"hub.cellsync.io", "analysistemplates", "get"}:            "an AppSource reads an AnalysisTemplate past the cache before applying it",
+		{"hub.cellsync.io", "analysistemplates", "patch"}:          "an AppSource applies AnalysisTemplates from Git",
 	},
 	"agent": {
 		{"", "events", "patch"}: "a repeated event is patched into the first (client-go's event aggregation)",

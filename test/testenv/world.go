@@ -469,3 +469,31 @@ spec:
       value: cellsync
 `, WorldAppsNamespace, image)
 }
+
+// ErrorRateTemplate is the AnalysisTemplate error-rate the demo and the e2e suite use: the share
+// of a canary revision's requests answered 5xx, from Knative queue-proxy's request counter, at
+// most 5 %, measured every second until it passed twice.
+func ErrorRateTemplate() string {
+	return fmt.Sprintf(`apiVersion: hub.cellsync.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: error-rate, namespace: %s}
+spec:
+  metrics:
+  - name: error-rate
+    interval: 1s
+    count: 2
+    inconclusiveLimit: 6
+    thresholdRange: {max: 0.05}
+    prometheus:
+      query: |
+        sum(rate(revision_app_request_count{namespace_name="{{namespace}}",revision_name="{{canary}}",response_code_class="5xx"}[10s]))
+        /
+        sum(rate(revision_app_request_count{namespace_name="{{namespace}}",revision_name="{{canary}}"}[10s]))
+`, WorldAppsNamespace)
+}
+
+// AnalysedApp is SampleApp with the error-rate template measured at every canary step, and the
+// template itself.
+func AnalysedApp(image string, failureThreshold time.Duration) string {
+	return ErrorRateTemplate() + "---\n" + SampleApp(image, failureThreshold) + "      analysis:\n        templates: [{name: error-rate}]\n"
+}
