@@ -36,20 +36,7 @@ metadata: {name: checkout, namespace: %[1]s}
 spec:
   placementRef: {name: analysis}
   template: {image: %[2]q}
-  strategy:
-    type: Canary
-    canary:
-      failureThreshold: 5m
-      analysis:
-        templates: [{name: error-rate}]
-      steps:
-      - cells: {names: [cell-1]}
-        weight: 20
-      - cells: {names: [cell-1, cell-2]}
-        weight: 50
-      - cells: {percent: 100}
-        weight: 100
-`, testenv.WorldAppsNamespace, image)
+`, testenv.WorldAppsNamespace, image) + testenv.SampleStrategy(5*time.Minute, "error-rate")
 }
 
 // Canary analysis end to end with Debian's real Prometheus in every member, scraping a
@@ -145,16 +132,7 @@ func TestCanaryAnalysis(t *testing.T) {
 		g.Expect(seen).To(HaveKey("2/3"))
 		g.Expect(seen).NotTo(HaveKey("3/3"))
 		g.Expect(ro.Status.Analysis).To(Equal(hubv1alpha1.AnalysisFailed))
-		// Every touched branch is back at its last-known-good tree.
-		after := cellHeads(t)
-		tree := func(rev string) string {
-			out, err := world.Git.RevParse(testenv.WorldRepo, rev+"^{tree}")
-			g.Expect(err).NotTo(HaveOccurred())
-			return out
-		}
-		for b, c := range before {
-			g.Expect(tree(after[b])).To(Equal(tree(c)), "%s is back at its last-known-good tree", b)
-		}
+		backAtTrees(t, before)
 		// The step that included cell-2 says why, and so does the Warning event.
 		steps := &hubv1alpha1.RolloutStepList{}
 		g.Expect(world.HubClient.List(ctx, steps, client.InNamespace(testenv.WorldAppsNamespace))).To(Succeed())

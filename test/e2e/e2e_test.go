@@ -112,6 +112,21 @@ func abortedBackTo(t *testing.T, before map[string]string, img string) {
 		g.Expect(ro.Status.Phase).To(Equal(hubv1alpha1.PhaseAborted), "rollout: %s %s", ro.Status.StepDisplay, ro.Status.Message)
 		g.Expect(ro.Status.Message).To(ContainSubstring("Canary failed: cell-1"))
 	}, timeout, time.Second).Should(Succeed())
+	backAtTrees(t, before)
+	g.Eventually(func(g Gomega) {
+		for _, m := range world.Members {
+			svc := service(g, m, "web")
+			g.Expect(svc).NotTo(BeNil())
+			g.Expect(image(svc)).To(Equal(img), "%s runs the previous revision", m.Name)
+			g.Expect(ready(svc)).To(BeTrue())
+		}
+	}, timeout, time.Second).Should(Succeed())
+}
+
+// backAtTrees checks that every cell branch has the tree it had at the heads in before.
+func backAtTrees(t *testing.T, before map[string]string) {
+	t.Helper()
+	g := NewWithT(t)
 	after := cellHeads(t)
 	tree := func(rev string) string {
 		out, err := world.Git.RevParse(testenv.WorldRepo, rev+"^{tree}")
@@ -121,14 +136,6 @@ func abortedBackTo(t *testing.T, before map[string]string, img string) {
 	for b, c := range before {
 		g.Expect(tree(after[b])).To(Equal(tree(c)), "%s is back at its last-known-good tree", b)
 	}
-	g.Eventually(func(g Gomega) {
-		for _, m := range world.Members {
-			svc := service(g, m, "web")
-			g.Expect(svc).NotTo(BeNil())
-			g.Expect(image(svc)).To(Equal(img), "%s runs the previous revision", m.Name)
-			g.Expect(ready(svc)).To(BeTrue())
-		}
-	}, timeout, time.Second).Should(Succeed())
 }
 
 func push(t *testing.T, msg string, files map[string]string) string {

@@ -50,18 +50,7 @@ spec:
   template: {image: %q}
 `, name, testenv.WorldAppsNamespace, images[name])
 		if canary[name] {
-			b.WriteString(`  strategy:
-    type: Canary
-    canary:
-      failureThreshold: 5m
-      steps:
-      - cells: {names: [cell-1]}
-        weight: 20
-      - cells: {names: [cell-1, cell-2]}
-        weight: 50
-      - cells: {percent: 100}
-        weight: 100
-`)
+			b.WriteString(testenv.SampleStrategy(5*time.Minute, ""))
 		}
 	}
 	return b.String()

@@ -427,18 +427,28 @@ func (w *World) Stop() {
 // SampleApp is the YAML the demo and the e2e suite push to main: a placement over every cell of
 // the world and a canary app that walks [cell-1 20 %] → [cell-1, cell-2 50 %] → [all 100 %].
 func SampleApp(image string, failureThreshold time.Duration) string {
-	return PlainApp(image) + fmt.Sprintf(`  strategy:
+	return PlainApp(image) + SampleStrategy(failureThreshold, "")
+}
+
+// SampleStrategy is the sample app's spec.strategy block: [cell-1 20 %] → [cell-1, cell-2 50 %]
+// → [all 100 %], with the AnalysisTemplate named measured at every step when it is not "".
+func SampleStrategy(failureThreshold time.Duration, analysisTemplate string) string {
+	analysis := ""
+	if analysisTemplate != "" {
+		analysis = fmt.Sprintf("      analysis:\n        templates: [{name: %s}]\n", analysisTemplate)
+	}
+	return fmt.Sprintf(`  strategy:
     type: Canary
     canary:
       failureThreshold: %s
-      steps:
+%s      steps:
       - cells: {names: [cell-1]}
         weight: 20
       - cells: {names: [cell-1, cell-2]}
         weight: 50
       - cells: {percent: 100}
         weight: 100
-`, failureThreshold)
+`, failureThreshold, analysis)
 }
 
 // PlainApp is the sample app without a strategy (all cells at once), placed on every cell
@@ -495,5 +505,5 @@ spec:
 // AnalysedApp is SampleApp with the error-rate template measured at every canary step, and the
 // template itself.
 func AnalysedApp(image string, failureThreshold time.Duration) string {
-	return ErrorRateTemplate() + "---\n" + SampleApp(image, failureThreshold) + "      analysis:\n        templates: [{name: error-rate}]\n"
+	return ErrorRateTemplate() + "---\n" + PlainApp(image) + SampleStrategy(failureThreshold, "error-rate")
 }
