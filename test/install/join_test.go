@@ -62,7 +62,7 @@ func TestJoin(t *testing.T) {
 	base := []string{"join", "cell-1", "--kubeconfig", member.Kubeconfig, "--hub-kubeconfig", hub.Kubeconfig,
 		"--namespaces", cellNS, "--git-url", repoURL, "--git-username", testenv.WorldGitUser, "--git-password-file", pw,
 		"--member-cluster", "member-1", "--cell-labels", hubv1alpha1.LabelEnv + "=demo", "--interval", "2s", "--heartbeat-interval", "1s",
-		"--agent-image", agentImage, "--sign-reports"}
+		"--agent-image", agentImage, "--sign-reports", "--prometheus-address", "http://127.0.0.1:9090"}
 	with := func(flag, value string) []string { return withAll(base, flag, value) }
 	if err := hubAdmin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: appsNS}}); err != nil {
 		t.Fatal(err)
@@ -91,6 +91,7 @@ func TestJoin(t *testing.T) {
 		{"member without Knative", withAll(base, "--kubeconfig", hub.Kubeconfig, "--namespaces", appsNS), "does not serve Knative Serving"},
 		{"password in the URL", with("--git-url", strings.Replace(repoURL, "http://", "http://u:secret@", 1)), "password"},
 		{"bad cell name", append([]string{"join", "Cell_1"}, base[2:]...), "not a valid cell name"},
+		{"a Prometheus address that is no URL", with("--prometheus-address", "prometheus:9090"), `--prometheus-address "prometheus:9090" is not an http(s) URL`},
 	} {
 		out, err := kubectlCells(t, bad.args...)
 		if err == nil {
@@ -170,6 +171,14 @@ func TestJoin(t *testing.T) {
 	})
 	if strings.Contains(strings.ToLower(agentWL.Output()), "forbidden") {
 		t.Errorf("the agent join installed logged a forbidden request:\n%s", grepLines(agentWL.Output(), "forbidden"))
+	}
+	// --prometheus-address: the cell's owner points the agent at the cell's Prometheus.
+	cs := &agentv1alpha1.CellSync{}
+	if err := memberAdmin.Get(ctx, client.ObjectKey{Namespace: systemNS, Name: "cell-1"}, cs); err != nil {
+		t.Fatal(err)
+	}
+	if a := cs.Spec.Analysis; a == nil || a.Prometheus == nil || a.Prometheus.Address != "http://127.0.0.1:9090" {
+		t.Errorf("the CellSync's analysis is %+v, want the Prometheus join was given", a)
 	}
 	// --sign-reports: the Cell trusts one key, and the agent's reports are signed with it.
 	if len(cell.Spec.ReportKeys) != 1 {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -69,6 +70,7 @@ type joinOptions struct {
 	labels                       map[string]string
 	hubKubeconfig, hubContext    string
 	agentNamespace, agentImage   string
+	prometheusAddress            string
 	interval, heartbeat          time.Duration
 	signReports, installAgent    bool
 	skipGitCheck, dryRun         bool
@@ -113,6 +115,7 @@ on any error nothing is created. Running join again with the same flags changes 
 	f.StringVar(&o.agentNamespace, "agent-namespace", "cellsync-system", "Namespace of the agent in this cluster.")
 	f.StringVar(&o.agentImage, "agent-image", "ghcr.io/cellsync/agent:"+version.Get().Version, "Image of the agent, when join installs it.")
 	f.BoolVar(&o.installAgent, "install-agent", true, "Install the agent when the cluster has none.")
+	f.StringVar(&o.prometheusAddress, "prometheus-address", "", "This cluster's Prometheus (http://host:port), against which the agent measures canary analyses.")
 	f.BoolVar(&o.signReports, "sign-reports", false, "Give the cell a report signing key; the hub then trusts only reports signed with it.")
 	f.DurationVar(&o.interval, "interval", time.Minute, "How often the agent polls the cell branch.")
 	f.DurationVar(&o.heartbeat, "heartbeat-interval", 30*time.Second, "How often the agent reports while nothing changes.")
@@ -351,6 +354,12 @@ func planJoin(ctx context.Context, member, hub *cluster, cell string, o joinOpti
 	}
 	if o.branch != "" {
 		spec["branch"] = o.branch
+	}
+	if o.prometheusAddress != "" {
+		if u, err := url.Parse(o.prometheusAddress); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("--prometheus-address %q is not an http(s) URL", o.prometheusAddress)
+		}
+		spec["analysis"] = map[string]any{"prometheus": map[string]any{"address": o.prometheusAddress}}
 	}
 	if len(creds) > 0 {
 		name := "cellsync-git-" + cell
