@@ -16,15 +16,44 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 
 	"github.com/cellsync/cellsync/agent/manifests"
 	"github.com/cellsync/cellsync/controllers/gitauth"
+	"github.com/cellsync/cellsync/controllers/gitpack"
 	"github.com/cellsync/cellsync/controllers/gitrefs"
 )
 
 const remoteName = "origin"
+
+// Fetch limits: a pack is cut off as it streams once it passes MaxPackBytes, and refused whole
+// when any object in it would inflate past MaxObjectBytes, judged from the object headers.
+const (
+	MaxPackBytes   = 64 << 20
+	MaxObjectBytes = manifests.MaxFileBytes
+	maxPackObjects = 4*manifests.MaxFiles + 1000
+)
+
+var fetchLimits = gitpack.Limits{PackBytes: MaxPackBytes, ObjectBytes: MaxObjectBytes, Objects: maxPackObjects, Who: "the agent", What: "the branch"}
+
+// LimitError is a fetch the agent refused for its size; nothing of it was stored.
+type LimitError = gitpack.LimitError
+
+// guardedStorage is the mirror's storage with the fetch guard in front of its pack writer: a
+// pack reaches the mirror only after it was read once, object header by object header, with
+// bounded memory, and found within the limits.
+type guardedStorage struct {
+	*filesystem.Storage
+	tmpDir string
+}
+
+var _ storer.PackfileWriter = (*guardedStorage)(nil)
+
+func (g *guardedStorage) PackfileWriter() (io.WriteCloser, error) {
+	return gitpack.Writer(g.Storage, fetchLimits, g.tmpDir)
+}
 
 // maxTreeDepth bounds how deep a branch's folders may nest.
 const maxTreeDepth = 32

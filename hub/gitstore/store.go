@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"sort"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/cellsync/cellsync/controllers/gitauth"
+	"github.com/cellsync/cellsync/controllers/gitpack"
 	"github.com/cellsync/cellsync/controllers/gitrefs"
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
@@ -63,6 +65,9 @@ type Store struct {
 	objects *recorder
 	// index caches the flattened tree of commits seen recently.
 	index map[plumbing.Hash]flatTree
+	guard *guardedMemory
+	// refused are the refs whose head was refused for its size: that head is not fetched again.
+	refused map[string]refusal
 }
 
 type flatTree struct {
@@ -106,10 +111,37 @@ func New(opts Options) (*Store, error) {
 	return s, nil
 }
 
+// FetchLimits bound every fetch into the hub's clone. The hub's own commits stay far below them;
+// they stop a status ref that a hostile cell filled with a huge object, or with a flood of
+// objects, from taking the hub's memory.
+var FetchLimits = gitpack.Limits{PackBytes: 512 << 20, ObjectBytes: 4 << 20, Objects: 4_000_000, Who: "the hub", What: "the fetched refs"}
+
+// RefFetchLimits bound the fetch of one ref on its own, after a fetch of several was refused.
+var RefFetchLimits = gitpack.Limits{PackBytes: 16 << 20, ObjectBytes: 4 << 20, Objects: 100_000, Who: "the hub", What: "the ref"}
+
+// guardedMemory is the in-memory clone's storage with the fetch guard in front of it: a pack
+// is spooled to disk and checked, object header by object header, before it is parsed into
+// memory.
+type guardedMemory struct {
+	*memory.Storage
+	limits gitpack.Limits
+}
+
+func (g *guardedMemory) PackfileWriter() (io.WriteCloser, error) {
+	return gitpack.Writer(g.Storage, g.limits, "")
+}
+
+// refusal is a ref whose head the hub refused to fetch, and why.
+type refusal struct {
+	head    plumbing.Hash
+	message string
+}
+
 // reset starts an empty in-memory clone; the next operation fetches the branch tips it needs.
 func (s *Store) reset() error {
 	storage := memory.NewStorage()
-	repo, err := git.Init(storage, nil)
+	s.guard = &guardedMemory{Storage: storage, limits: FetchLimits}
+	repo, err := git.Init(s.guard, nil)
 	if err != nil {
 		return err
 	}
@@ -120,6 +152,9 @@ func (s *Store) reset() error {
 	s.storage, s.repo, s.remote = storage, repo, remote
 	s.objects = &recorder{EncodedObjectStorer: repo.Storer, unpushed: map[plumbing.Hash]struct{}{}}
 	s.index = map[plumbing.Hash]flatTree{}
+	if s.refused == nil {
+		s.refused = map[string]refusal{}
+	}
 	return nil
 }
 
@@ -346,7 +381,17 @@ func (s *Store) visitList(u Update, heads map[string]plumbing.Hash) []string {
 // refresh lists the remote's branches (one ref listing) and fetches the wanted ones whose head
 // is not known locally. It returns wanted branch → head.
 func (s *Store) refresh(ctx context.Context, auth transport.AuthMethod, want func(branch string) bool) (map[string]plumbing.Hash, error) {
-	return s.refreshPrefix(ctx, auth, "", want)
+	heads, err := s.refreshPrefix(ctx, auth, "", want)
+	if err != nil {
+		return nil, err
+	}
+	// The branches the hub writes must all be there: one refused is not one that is missing.
+	for branch, rf := range s.refused {
+		if want(branch) {
+			return nil, &gitpack.LimitError{Message: fmt.Sprintf("branch %s: %s", branch, rf.message)}
+		}
+	}
+	return heads, nil
 }
 
 // refreshPrefix is refresh for the branches whose names start with prefix: over HTTP(S) only
@@ -366,18 +411,71 @@ func (s *Store) refreshPrefix(ctx context.Context, auth transport.AuthMethod, pr
 		if !want(branch) {
 			continue
 		}
+		if rf, ok := s.refused[branch]; ok && rf.head == r.Hash() {
+			continue // refused before, and not moved since
+		}
+		delete(s.refused, branch)
 		heads[branch] = r.Hash()
 		if s.repo.Storer.HasEncodedObject(r.Hash()) != nil {
 			fetch = append(fetch, config.RefSpec("+"+r.Name().String()+":"+remoteRef(branch).String()))
 		}
 	}
 	if len(fetch) > 0 {
-		err := s.remote.FetchContext(ctx, &git.FetchOptions{RemoteName: remoteName, RefSpecs: fetch, Auth: auth, Tags: git.NoTags, Depth: 1})
-		if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		err := s.fetch(ctx, auth, fetch)
+		var limit *gitpack.LimitError
+		if errors.As(err, &limit) {
+			// One ref's content past the limits must not hold up the others: each is fetched
+			// on its own, and the ones refused are left out and named.
+			err = s.fetchEach(ctx, auth, fetch, heads)
+		}
+		if err != nil {
 			return nil, classify(err, s.opts.URL)
 		}
 	}
 	return heads, nil
+}
+
+func (s *Store) fetch(ctx context.Context, auth transport.AuthMethod, specs []config.RefSpec) error {
+	err := s.remote.FetchContext(ctx, &git.FetchOptions{RemoteName: remoteName, RefSpecs: specs, Auth: auth, Tags: git.NoTags, Depth: 1})
+	if errors.Is(err, git.NoErrAlreadyUpToDate) {
+		return nil
+	}
+	return err
+}
+
+// fetchEach fetches refs one at a time, each bounded by RefFetchLimits; a ref refused for its
+// size is left out of heads and remembered with its head, so that it is not fetched again until
+// it moves.
+func (s *Store) fetchEach(ctx context.Context, auth transport.AuthMethod, specs []config.RefSpec, heads map[string]plumbing.Hash) error {
+	s.guard.limits = RefFetchLimits
+	defer func() { s.guard.limits = FetchLimits }()
+	for _, spec := range specs {
+		err := s.fetch(ctx, auth, []config.RefSpec{spec})
+		var limit *gitpack.LimitError
+		switch {
+		case errors.As(err, &limit):
+			branch := plumbing.ReferenceName(spec.Src()).Short()
+			s.refused[branch] = refusal{head: heads[branch], message: limit.Message}
+			delete(heads, branch)
+		case err != nil:
+			return err
+		}
+	}
+	return nil
+}
+
+// Refused names the refs under prefix whose head the store refused to fetch for its size, with
+// the head and why.
+func (s *Store) Refused(prefix string) map[string]BranchFile {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]BranchFile{}
+	for branch, rf := range s.refused {
+		if strings.HasPrefix(branch, prefix) {
+			out[branch] = BranchFile{Commit: rf.head.String(), Refused: rf.message}
+		}
+	}
+	return out
 }
 
 // list lists the remote's refs: with a prefix over HTTP(S), only the branches under it.
@@ -419,6 +517,8 @@ func (s *Store) Heads(ctx context.Context) (map[string]string, error) {
 type BranchFile struct {
 	Commit  string
 	Content []byte
+	// Refused, from Refused, says why the head was not fetched.
+	Refused string
 	commit  *object.Commit
 }
 
@@ -528,6 +628,9 @@ func (s *Store) ReadBranch(ctx context.Context, branch, prefix string) (string, 
 		return "", nil, &ConfigError{Err: err}
 	}
 	heads, err := s.refreshPrefix(ctx, auth, branch, func(b string) bool { return b == branch })
+	if rf, ok := s.refused[branch]; ok && err == nil {
+		err = &gitpack.LimitError{Message: fmt.Sprintf("branch %s: %s", branch, rf.message)}
+	}
 	if err != nil {
 		return "", nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
+	"github.com/cellsync/cellsync/controllers/gitpack"
 	"github.com/cellsync/cellsync/controllers/outcome"
 	"github.com/cellsync/cellsync/hub/analysis"
 	"github.com/cellsync/cellsync/hub/cellbranch"
@@ -57,6 +58,7 @@ func Classify(err error) Verdict {
 		missing  *gitstore.BranchNotFoundError
 		refused  Refusal
 		tmpl     *analysis.Error
+		limit    *gitpack.LimitError
 	)
 	stalled := func(fix Fix, reason, msg string) Verdict {
 		return Verdict{Outcome: outcome.Outcome{Kind: outcome.Stalled, Reason: reason, Message: msg}, Fix: fix}
@@ -70,6 +72,8 @@ func Classify(err error) Verdict {
 		return stalled(FixSpec, tmpl.Reason, tmpl.Message)
 	case errors.As(err, &strategy):
 		return stalled(FixSpec, hubv1alpha1.ReasonInvalidStrategy, strategy.Message)
+	case errors.As(err, &limit):
+		return stalled(FixElsewhere, hubv1alpha1.ReasonLimitExceeded, limit.Message)
 	case errors.As(err, &refused):
 		return stalled(FixElsewhere, refused.RefusalReason(), refused.Error())
 	case errors.As(err, &conflict):

@@ -89,6 +89,9 @@ const (
 	ReasonInvalidSource   = "InvalidSource"
 	ReasonSourceForbidden = "SourceForbidden"
 	ReasonBranchNotFound  = "BranchNotFound"
+	// ReasonLimitExceeded: a Git ref holds more than the hub fetches (a report, a source
+	// commit); nothing of it was read.
+	ReasonLimitExceeded = "LimitExceeded"
 )
 
 // Labels on hub-made objects.

@@ -1,4 +1,4 @@
-package source
+package gitpack
 
 import (
 	"bufio"
@@ -48,6 +48,7 @@ func uvarint(v uint64) []byte { return binary.AppendUvarint(nil, v) }
 // The guard judges sizes from headers: a blob whose header says more than the limit is refused
 // whatever its compressed bytes hold, and so is a small delta that would build a large object.
 func TestCheckPackRefusesFromHeaders(t *testing.T) {
+	limits := Limits{PackBytes: 64 << 20, ObjectBytes: 4 << 20, Objects: 41000, Who: "the agent", What: "the branch"}
 	small := []byte("apiVersion: v1\n")
 	tests := []struct {
 		name    string
@@ -55,13 +56,13 @@ func TestCheckPackRefusesFromHeaders(t *testing.T) {
 		refused string // "" passes
 	}{
 		{name: "small blob", pack: pack(1, packObject(3, len(small), small))},
-		{name: "blob header over the limit", pack: pack(1, packObject(3, MaxObjectBytes+1, small)), refused: "a blob of 4194305 bytes"},
+		{name: "blob header over the limit", pack: pack(1, packObject(3, int(limits.ObjectBytes)+1, small)), refused: "a blob of 4194305 bytes"},
 		{name: "delta building a large object", pack: pack(1, packObject(objRefDelta, 8, append(uvarint(10), uvarint(8<<20)...))), refused: "built from a delta"},
-		{name: "too many objects", pack: pack(maxPackObjects + 1), refused: "holds 41001 objects"},
+		{name: "too many objects", pack: pack(limits.Objects + 1), refused: "holds 41001 objects"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := checkPack(tt.pack)
+			err := checkPack(tt.pack, limits)
 			var limit *LimitError
 			switch {
 			case tt.refused == "" && err != nil:
@@ -71,7 +72,7 @@ func TestCheckPackRefusesFromHeaders(t *testing.T) {
 			}
 		})
 	}
-	if err := checkPack(bufio.NewReader(strings.NewReader("NOPE"))); err == nil {
+	if err := checkPack(bufio.NewReader(strings.NewReader("NOPE")), limits); err == nil {
 		t.Fatal("a truncated stream passed")
 	}
 }

@@ -1,4 +1,9 @@
-package source
+// Package gitpack bounds what a Git fetch may bring, for the agent (cell branches) and the hub
+// (status reports) alike: an incoming pack is spooled to disk and cut off as it streams past a
+// byte limit, then read once, object header by object header, with bounded memory, and refused
+// whole when it holds too many objects or any object (or delta result) larger than a limit.
+// Only a pack within the limits reaches the repository's storage.
+package gitpack
 
 import (
 	"bufio"
@@ -9,48 +14,45 @@ import (
 	"io"
 	"os"
 
+	"github.com/go-git/go-git/v5/plumbing/format/packfile"
 	"github.com/go-git/go-git/v5/plumbing/storer"
-	"github.com/go-git/go-git/v5/storage/filesystem"
-
-	"github.com/cellsync/cellsync/agent/manifests"
 )
 
-// Fetch limits: a pack is cut off as it streams once it passes MaxPackBytes, and refused whole
-// when any object in it would inflate past MaxObjectBytes, judged from the object headers.
-const (
-	MaxPackBytes   = 64 << 20
-	MaxObjectBytes = manifests.MaxFileBytes
-	maxPackObjects = 4*manifests.MaxFiles + 1000
-)
+// Limits bound one fetch.
+type Limits struct {
+	// PackBytes cuts the download off as it streams.
+	PackBytes int64
+	// ObjectBytes bounds every object, and every object a delta builds.
+	ObjectBytes int64
+	// Objects bounds the objects of one pack.
+	Objects uint32
+	// Who and What name the fetching side and what it fetched, in messages ("the agent",
+	// "the branch").
+	Who, What string
+}
 
-// LimitError is a fetch the agent refused for its size; nothing of it was stored.
+// LimitError is a fetch refused for its size; nothing of it was stored.
 type LimitError struct{ Message string }
 
 func (e *LimitError) Error() string { return e.Message }
 
-// guardedStorage is the mirror's storage with a fetch guard in front of its pack writer: a pack
-// reaches the mirror only after it was read once, object header by object header, with
-// bounded memory, and found within the limits.
-type guardedStorage struct {
-	*filesystem.Storage
-	tmpDir string
-}
-
-var _ storer.PackfileWriter = (*guardedStorage)(nil)
-
-func (g *guardedStorage) PackfileWriter() (io.WriteCloser, error) {
-	f, err := os.CreateTemp(g.tmpDir, "incoming-*.pack")
+// Writer is the guarded pack writer a storage returns from its PackfileWriter: it spools the
+// incoming pack in tmpDir ("" for the system's), and its Close checks the pack against the
+// limits and only then stores it into into.
+func Writer(into storer.Storer, l Limits, tmpDir string) (io.WriteCloser, error) {
+	f, err := os.CreateTemp(tmpDir, "incoming-*.pack")
 	if err != nil {
 		return nil, err
 	}
-	return &packGuard{file: f, store: g.Storage}, nil
+	return &packGuard{file: f, store: into, limits: l}, nil
 }
 
-// packGuard spools the incoming pack to disk, refusing it the moment it grows past
-// MaxPackBytes, and on Close checks every object's size before handing the pack to go-git.
+// packGuard spools the incoming pack to disk, refusing it the moment it grows past the byte
+// limit, and on Close checks every object's size before handing the pack to the storage.
 type packGuard struct {
 	file    *os.File
-	store   *filesystem.Storage
+	store   storer.Storer
+	limits  Limits
 	written int64
 	err     error
 }
@@ -59,8 +61,8 @@ func (p *packGuard) Write(b []byte) (int, error) {
 	if p.err != nil {
 		return 0, p.err
 	}
-	if p.written += int64(len(b)); p.written > MaxPackBytes {
-		p.err = &LimitError{Message: fmt.Sprintf("the fetch was cut off at %d bytes: the branch's pack is larger than the %d bytes the agent accepts", MaxPackBytes, MaxPackBytes)}
+	if p.written += int64(len(b)); p.written > p.limits.PackBytes {
+		p.err = &LimitError{Message: fmt.Sprintf("the fetch was cut off at %d bytes: %s's pack is larger than the %d bytes %s accepts", p.limits.PackBytes, p.limits.What, p.limits.PackBytes, p.limits.Who)}
 		return 0, p.err
 	}
 	return p.file.Write(b)
@@ -77,21 +79,15 @@ func (p *packGuard) Close() error {
 	if _, err := p.file.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	if err := checkPack(bufio.NewReaderSize(p.file, 32<<10)); err != nil {
+	if err := checkPack(bufio.NewReaderSize(p.file, 32<<10), p.limits); err != nil {
 		return err
 	}
 	if _, err := p.file.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	w, err := p.store.PackfileWriter()
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(w, p.file); err != nil {
-		_ = w.Close()
-		return err
-	}
-	return w.Close()
+	// A storage with a pack writer of its own (on disk) takes the pack as it is; another (in
+	// memory) parses it.
+	return packfile.UpdateObjectStorage(p.store, p.file)
 }
 
 // Object types of the pack format.
@@ -104,7 +100,7 @@ var typeNames = map[byte]string{1: "commit", 2: "tree", 3: "blob", 4: "tag", obj
 
 // checkPack reads a pack's object headers and inflates each object into nothing, counting:
 // no object (or delta result) may be larger than MaxObjectBytes, whatever its compressed size.
-func checkPack(r *bufio.Reader) error {
+func checkPack(r *bufio.Reader, l Limits) error {
 	var hdr [12]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return fmt.Errorf("the fetched pack is truncated: %w", err)
@@ -113,8 +109,8 @@ func checkPack(r *bufio.Reader) error {
 		return errors.New("the server sent something that is not a Git pack")
 	}
 	count := binary.BigEndian.Uint32(hdr[8:])
-	if count > maxPackObjects {
-		return &LimitError{Message: fmt.Sprintf("the branch's pack holds %d objects; the agent accepts at most %d", count, maxPackObjects)}
+	if count > l.Objects {
+		return &LimitError{Message: fmt.Sprintf("%s's pack holds %d objects; %s accepts at most %d", l.What, count, l.Who, l.Objects)}
 	}
 	for i := uint32(0); i < count; i++ {
 		typ, size, err := objectHeader(r)
@@ -124,13 +120,13 @@ func checkPack(r *bufio.Reader) error {
 		if typ == 0 || typ == 5 || typ > objRefDelta {
 			return fmt.Errorf("the fetched pack has an object of unknown type %d", typ)
 		}
-		if size > MaxObjectBytes {
-			return &LimitError{Message: fmt.Sprintf("the branch holds a %s of %d bytes; the agent accepts at most %d bytes per object (refused from its header, nothing of it was read)", typeNames[typ], size, MaxObjectBytes)}
+		if size > l.ObjectBytes {
+			return &LimitError{Message: fmt.Sprintf("%s holds a %s of %d bytes; %s accepts at most %d bytes per object (refused from its header, nothing of it was read)", l.What, typeNames[typ], size, l.Who, l.ObjectBytes)}
 		}
 		if err := skipBase(r, typ); err != nil {
 			return err
 		}
-		if err := inflateChecked(r, typ, size); err != nil {
+		if err := inflateChecked(r, typ, size, l); err != nil {
 			return err
 		}
 	}
@@ -184,7 +180,7 @@ func skipBase(r *bufio.Reader, typ byte) error {
 
 // inflateChecked inflates one object into nothing, and for a delta reads the size of the object
 // it makes, which must be within the limit too.
-func inflateChecked(r *bufio.Reader, typ byte, size int64) error {
+func inflateChecked(r *bufio.Reader, typ byte, size int64, l Limits) error {
 	z, err := zlib.NewReader(r)
 	if err != nil {
 		return fmt.Errorf("the fetched pack has a corrupt object: %w", err)
@@ -200,8 +196,8 @@ func inflateChecked(r *bufio.Reader, typ byte, size int64) error {
 		if err != nil {
 			return fmt.Errorf("the fetched pack has a corrupt delta: %w", err)
 		}
-		if target > MaxObjectBytes {
-			return &LimitError{Message: fmt.Sprintf("the branch holds an object of %d bytes (built from a delta); the agent accepts at most %d bytes per object", target, MaxObjectBytes)}
+		if target > uint64(l.ObjectBytes) {
+			return &LimitError{Message: fmt.Sprintf("%s holds an object of %d bytes (built from a delta); %s accepts at most %d bytes per object", l.What, target, l.Who, l.ObjectBytes)}
 		}
 		limited = br
 	}
