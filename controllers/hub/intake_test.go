@@ -115,7 +115,7 @@ func TestHubSeesAgentReports(t *testing.T) {
 	})
 	out := getRollouts(t, "intake")
 	g.Expect(out).To(MatchRegexp(`(?m)^NAME\s+APP\s+STEP\s+PHASE\s+CANARY%\s+CELLS\s+ANALYSIS\s+STABLE\s+CANARY\s+AGE$`))
-	g.Expect(out).To(MatchRegexp(`(?m)^reported\s+reported\s+1/1\s+Completed\s+0\s+1/1/1\s+<none>\s+` + revision + `\s+\S+$`))
+	g.Expect(out).To(MatchRegexp(`(?m)^reported\s+reported\s+1/1\s+Completed\s+0\s+1/1/1\s+` + revision + `\s+\S+$`))
 
 	// The plugin, run as `kubectl cells`, shows the same, and each cell's part.
 	out = kubectlCells(t, "get", "rollouts", "-n", "intake")

@@ -153,8 +153,10 @@ func analysisScene(ctx context.Context, w *testenv.World, timeout time.Duration,
 		if err := m.Client.Get(ctx, client.ObjectKey{Namespace: testenv.WorldHubNamespace, Name: m.Cell}, cs); err != nil {
 			return stop, err
 		}
+		base := cs.DeepCopy()
 		cs.Spec.Analysis = &agentv1alpha1.AnalysisSource{Prometheus: &agentv1alpha1.PrometheusSource{Address: prom.Address}}
-		if err := m.Client.Update(ctx, cs); err != nil {
+		// A patch of the spec alone: the agent writes the CellSync's status meanwhile.
+		if err := m.Client.Patch(ctx, cs, client.MergeFrom(base)); err != nil {
 			return stop, err
 		}
 	}

@@ -57,8 +57,10 @@ func TestCanaryAnalysis(t *testing.T) {
 		// The cell's owner points its agent at the cell's Prometheus.
 		cs := &agentv1alpha1.CellSync{}
 		g.Expect(m.Client.Get(ctx, client.ObjectKey{Namespace: testenv.WorldHubNamespace, Name: m.Cell}, cs)).To(Succeed())
+		base := cs.DeepCopy()
 		cs.Spec.Analysis = &agentv1alpha1.AnalysisSource{Prometheus: &agentv1alpha1.PrometheusSource{Address: prom.Address}}
-		g.Expect(m.Client.Update(ctx, cs)).To(Succeed())
+		// A patch of the spec alone: the agent writes the CellSync's status meanwhile.
+		g.Expect(m.Client.Patch(ctx, cs, client.MergeFrom(base))).To(Succeed())
 	}
 	key := client.ObjectKey{Namespace: testenv.WorldAppsNamespace, Name: "checkout"}
 	get := func(g Gomega) *hubv1alpha1.Rollout {
