@@ -760,7 +760,7 @@ func (c *canary) complete() {
 	}
 	for i := range st.Cells {
 		e := &st.Cells[i]
-		e.Canary, e.Weight, e.LastKnownGood, e.StableRevision, e.ExpectedCommit, e.ExpectedSince = false, 0, "", "", "", nil
+		e.Canary, e.Weight, e.LastKnownGood, e.StableRevision, e.ExpectedCommit, e.ExpectedSince, e.Analysis = false, 0, "", "", "", nil, nil
 	}
 	c.r.Recorder.Eventf(c.ro, corev1.EventTypeNormal, hubv1alpha1.ReasonRolledOut, "Revision %s is stable in every placed cell", c.rev)
 }
