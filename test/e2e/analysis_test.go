@@ -9,7 +9,9 @@ import (
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
@@ -94,7 +96,7 @@ func TestCanaryAnalysis(t *testing.T) {
 
 	t.Run("a healthy canary walks every step on successful analyses", func(t *testing.T) {
 		g := NewWithT(t)
-		ship("ghcr.io/knative/helloworld-go:checkout-2", map[string]float64{})
+		rev := ship("ghcr.io/knative/helloworld-go:checkout-2", map[string]float64{})
 		seen, measured := map[string]bool{}, map[string]string{}
 		g.Eventually(func(g Gomega) {
 			ro := get(g)
@@ -107,6 +109,7 @@ func TestCanaryAnalysis(t *testing.T) {
 				}
 			}
 			g.Expect(ro.Status.Phase).To(Equal(hubv1alpha1.PhaseCompleted), "rollout %s: %s", ro.Status.StepDisplay, ro.Status.Message)
+			g.Expect(ro.Status.StableRevision).To(Equal(rev), "the new revision completed, not the last one")
 		}, 2*timeout, 200*time.Millisecond).Should(Succeed())
 		g.Expect(seen).To(HaveKey("1/3"))
 		g.Expect(seen).To(HaveKey("2/3"))
@@ -128,6 +131,7 @@ func TestCanaryAnalysis(t *testing.T) {
 				seen[ro.Status.StepDisplay] = true
 			}
 			g.Expect(ro.Status.Phase).To(Equal(hubv1alpha1.PhaseAborted), "rollout %s: %s", ro.Status.StepDisplay, ro.Status.Message)
+			g.Expect(ro.Status.CanaryRevision).To(Equal(rev))
 		}, 2*timeout, 200*time.Millisecond).Should(Succeed())
 		const verdict = "cell-2: analysis failed: metric error-rate = 0.2 (0.2 is above the maximum 0.05)"
 		g.Expect(ro.Status.Message).To(ContainSubstring(verdict))
@@ -162,9 +166,10 @@ func TestCanaryAnalysis(t *testing.T) {
 	t.Run("a stopped Prometheus pauses the rollout as inconclusive instead of passing it", func(t *testing.T) {
 		g := NewWithT(t)
 		proms["cell-3"].Stop()
-		ship("ghcr.io/knative/helloworld-go:checkout-4", map[string]float64{})
+		rev := ship("ghcr.io/knative/helloworld-go:checkout-4", map[string]float64{})
 		g.Eventually(func(g Gomega) {
 			ro := get(g)
+			g.Expect(ro.Status.CanaryRevision).To(Equal(rev))
 			g.Expect(ro.Status.Phase).To(Equal(hubv1alpha1.PhasePaused), "rollout %s: %s", ro.Status.StepDisplay, ro.Status.Message)
 			g.Expect(ro.Status.StepDisplay).To(Equal("3/3"))
 			g.Expect(ro.Status.Analysis).To(Equal(hubv1alpha1.AnalysisInconclusive))
@@ -178,11 +183,15 @@ func TestCanaryAnalysis(t *testing.T) {
 		}, 3*poll, 500*time.Millisecond).Should(Succeed())
 	})
 
-	// The world goes on without the app.
+	// The world goes on without the app. envtest runs no garbage collector: the app's Rollout,
+	// which it owns, is deleted by hand as Kubernetes would.
 	push(t, "Remove checkout", map[string]string{analysisFile: ""})
 	g.Eventually(func(g Gomega) {
 		for _, m := range world.Members {
 			g.Expect(service(g, m, "checkout")).To(BeNil(), "checkout still runs in %s", m.Name)
 		}
+		err := world.HubClient.Get(ctx, key, &hubv1alpha1.ServerlessApp{})
+		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the app is gone from the hub")
 	}, timeout, time.Second).Should(Succeed())
+	g.Expect(client.IgnoreNotFound(world.HubClient.Delete(ctx, &hubv1alpha1.Rollout{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}))).To(Succeed())
 }

@@ -188,7 +188,7 @@ func everyCellRuns(t *testing.T, img string) *hubv1alpha1.Rollout {
 }
 
 // hubKinds are every kind the hub serves.
-var hubKinds = []string{"Cell", "CellPlacement", "ServerlessApp", "Rollout", "RolloutStep", "AppSource"}
+var hubKinds = []string{"Cell", "CellPlacement", "ServerlessApp", "Rollout", "RolloutStep", "AppSource", "AnalysisTemplate"}
 
 // hubObjects lists every hub object as kind/namespace/name → the object.
 func hubObjects(g Gomega) map[string]*unstructured.Unstructured {
