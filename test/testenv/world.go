@@ -345,9 +345,14 @@ func (w *World) startMember(name, cell string, process bool) (*Member, error) {
 	if process {
 		runs := 0
 		m.startAgent = func() (*Process, error) {
+			// <member>-agent.log, then <member>-agent-2.log, ... for each restart.
 			runs++
+			log := name + "-agent.log"
+			if runs > 1 {
+				log = fmt.Sprintf("%s-agent-%d.log", name, runs)
+			}
 			return StartAsServiceAccount(cl.Config, "config/agent/rbac", WorldHubNamespace, "cellsync-agent", "./agent/cmd/agent",
-				filepath.Join(w.LogDir(), fmt.Sprintf("%s-agent-%d.log", name, runs)),
+				filepath.Join(w.LogDir(), log),
 				"--namespace="+WorldHubNamespace, "--data-dir="+data,
 				"--leader-elect=true", "--metrics-bind-address=0", "--health-probe-bind-address=0")
 		}
