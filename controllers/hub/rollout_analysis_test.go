@@ -147,4 +147,8 @@ func TestAnalysisBadInputWritesNothing(t *testing.T) {
 	expectEvent(t, ro, corev1.EventTypeWarning, hubv1alpha1.ReasonAborted)
 	g.Expect(tree(t, heads(t)["cells/an-a"])).To(Equal(tree(t, h0["cells/an-a"])), "an-a is back at its last-known-good tree")
 	g.Expect(strings.Contains(getRollouts(t, "anbad"), "Failed")).To(BeTrue(), "kubectl get rollouts shows the ANALYSIS column")
+	// kubectl cells status shows what judged each cell.
+	out := kubectlCells(t, "status", "web", "-n", "anbad")
+	g.Expect(out).To(ContainSubstring("Analysis of step 1/2: Failed"))
+	g.Expect(out).To(MatchRegexp(`(?m)^an-a\s+error-rate\s+Failed\s+0\.2\s+0/1/0\s+0\.2 is above the maximum 0\.05$`))
 }

@@ -183,7 +183,7 @@ func (c *canary) start(ctx context.Context) error {
 		c.markCurrent(ctx, hubv1alpha1.StepSuperseded, hubv1alpha1.ReasonSuperseded, fmt.Sprintf("Superseded by revision %s", c.rev))
 	}
 	for i := range st.Cells {
-		st.Cells[i].Canary, st.Cells[i].Weight, st.Cells[i].ExpectedCommit, st.Cells[i].ExpectedSince = false, 0, "", nil
+		st.Cells[i].Canary, st.Cells[i].Weight, st.Cells[i].ExpectedCommit, st.Cells[i].ExpectedSince, st.Cells[i].Analysis = false, 0, "", nil, nil
 	}
 	st.CanaryRevision, st.Phase, st.Message, st.Step, st.Analysis = c.rev, hubv1alpha1.PhaseProgressing, "", 0, ""
 	target := int32(1)
@@ -514,8 +514,12 @@ func (c *canary) apply(ctx context.Context) error {
 		return err
 	}
 	for _, e := range entries {
-		e.Analysis = nil
-		if id := analysisIDs[e.Cell]; id != "" && e.Canary {
+		switch id := analysisIDs[e.Cell]; {
+		case !e.Canary:
+			// A cell put back keeps the analysis that judged it, for people to read.
+		case id == "":
+			e.Analysis = nil
+		case e.Analysis == nil || e.Analysis.ID != id:
 			e.Analysis = &hubv1alpha1.CellAnalysis{ID: id, Phase: hubv1alpha1.AnalysisRunning}
 		}
 	}
