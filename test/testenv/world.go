@@ -497,7 +497,7 @@ spec:
   - name: error-rate
     interval: 1s
     count: 2
-    inconclusiveLimit: 6
+    inconclusiveLimit: 20
     thresholdRange: {max: 0.05}
     prometheus:
       query: |
