@@ -77,7 +77,7 @@ func (c *canary) renderAnalysis(cell *hubv1alpha1.Cell, targetNamespace, canaryR
 	if len(templates) == 0 || stable == "" {
 		return nil, nil
 	}
-	return analysis.Render(templates, c.ro.Status.Step, analysis.Vars{
+	return analysis.Render(templates, c.ro.Status.Step, c.ro.Status.AnalysisAttempt, analysis.Vars{
 		App: c.app.Name, AppNamespace: c.app.Namespace, Namespace: targetNamespace, Cell: cell.Name,
 		Stable: stable, Canary: canaryRevision,
 	})

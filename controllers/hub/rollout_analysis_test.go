@@ -152,3 +152,66 @@ func TestAnalysisBadInputWritesNothing(t *testing.T) {
 	g.Expect(out).To(ContainSubstring("Analysis of step 1/2: Failed"))
 	g.Expect(out).To(MatchRegexp(`(?m)^an-a\s+error-rate\s+Failed\s+0\.2\s+0/1/0\s+0\.2 is above the maximum 0\.05$`))
 }
+
+// An inconclusive analysis pauses the rollout and says what to do; a Resume measures the step
+// again under a new id, and a success then moves the rollout on.
+func TestAnalysisInconclusiveResumeMeasuresAgain(t *testing.T) {
+	g := NewWithT(t)
+	newNamespace(t, "aninc", "")
+	for _, n := range []string{"ai-a", "ai-b"} {
+		newCell(t, n, "member-"+n, map[string]string{hubv1alpha1.LabelRegion: "aninc"})
+	}
+	app := canaryApp("aninc", "web", "p", "ghcr.io/acme/web:v1", step(50, "ai-a"), step(100))
+	app.Spec.Strategy.Canary.Analysis = &hubv1alpha1.StepAnalysis{Templates: []hubv1alpha1.AnalysisTemplateRef{{Name: "errors"}}}
+	create(t, errorRateTemplate("aninc", "errors", errorRateQuery, nil, ptr.To(0.05)),
+		newPlacement("aninc", "p", hubv1alpha1.CellPlacementSpec{CellSelector: selectLabels(hubv1alpha1.LabelRegion, "aninc")}), app)
+	agents := newCells(t)
+	rev1 := setImage(t, app, "ghcr.io/acme/web:v1")
+	// A first deploy has nothing to compare: no analysis, straight to the last step.
+	waitStep(t, app, "2/2", hubv1alpha1.PhaseProgressing, 100)
+	agents.readyAt(app, rev1, "ai-a", "ai-b")
+	waitCompleted(t, app, rev1)
+
+	rev2 := setImage(t, app, "ghcr.io/acme/web:v2")
+	ro := waitStep(t, app, "1/2", hubv1alpha1.PhaseProgressing, 50)
+	first := ro.Status.Cells[0].Analysis.ID
+	head := cellHeads(t)["cells/ai-a"]
+	verdict := func(id, commit, phase string) agentv1alpha1.AnalysisReport {
+		return agentv1alpha1.AnalysisReport{ID: id, App: "web", AppNamespace: "aninc", Commit: commit, Phase: phase,
+			Metrics: []agentv1alpha1.MetricReport{{Name: "error-rate", Phase: phase, Query: "sum(rate(revision_app_request_count[1m]))",
+				Measurements: []agentv1alpha1.Measurement{{Phase: agentv1alpha1.AnalysisInconclusive, Message: "Prometheus did not answer the query"}}}}}
+	}
+	agents.report(app, cellReport{cell: "ai-a", applied: head, revision: rev2, ready: true,
+		analyses: []agentv1alpha1.AnalysisReport{verdict(first, head, agentv1alpha1.AnalysisInconclusive)}})
+	waitRollout(t, rolloutOf(app), func(g Gomega, r *hubv1alpha1.Rollout) {
+		g.Expect(r.Status.Phase).To(Equal(hubv1alpha1.PhasePaused))
+		g.Expect(r.Status.Analysis).To(Equal(hubv1alpha1.AnalysisInconclusive))
+		ready := apimeta.FindStatusCondition(r.Status.Conditions, meta.ReadyCondition)
+		g.Expect(ready.Reason).To(Equal(hubv1alpha1.ReasonAnalysisInconclusive))
+		g.Expect(r.Status.Message).To(ContainSubstring("ai-a: analysis inconclusive: metric error-rate (query sum(rate(revision_app_request_count[1m])))"))
+		g.Expect(r.Status.Message).To(ContainSubstring("kubectl cells resume web -n aninc"))
+	})
+	g.Consistently(func(g Gomega) {
+		g.Expect(cellHeads(t)["cells/ai-a"]).To(Equal(head), "an inconclusive step writes nothing")
+	}, 2*time.Second, 250*time.Millisecond).Should(Succeed())
+
+	// Resume: the step's analysis is rendered again under a new id.
+	create(t, newStep("aninc", "web-resume", "web", hubv1alpha1.ActionResume))
+	ro = waitRollout(t, rolloutOf(app), func(g Gomega, r *hubv1alpha1.Rollout) {
+		g.Expect(r.Status.AnalysisAttempt).To(Equal(int32(1)))
+		g.Expect(r.Status.Phase).To(Equal(hubv1alpha1.PhaseProgressing))
+		g.Expect(r.Status.Cells[0].Analysis).NotTo(BeNil())
+		g.Expect(r.Status.Cells[0].Analysis.ID).NotTo(Equal(first))
+	})
+	second := ro.Status.Cells[0].Analysis.ID
+	retried := cellHeads(t)["cells/ai-a"]
+	g.Expect(retried).NotTo(Equal(head))
+	raw, err := testenv.Git(checkout(t, "cells/ai-a"), "show", "HEAD:"+agentv1alpha1.AnalysisPath("aninc", "web"))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(raw).To(ContainSubstring("id: " + second))
+
+	// Measured again, successfully: the rollout moves on to its last step.
+	agents.report(app, cellReport{cell: "ai-a", applied: retried, revision: rev2, ready: true,
+		analyses: []agentv1alpha1.AnalysisReport{verdict(second, retried, agentv1alpha1.AnalysisSuccessful)}})
+	waitStep(t, app, "2/2", hubv1alpha1.PhaseProgressing, 100)
+}

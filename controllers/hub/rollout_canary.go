@@ -185,7 +185,7 @@ func (c *canary) start(ctx context.Context) error {
 	for i := range st.Cells {
 		st.Cells[i].Canary, st.Cells[i].Weight, st.Cells[i].ExpectedCommit, st.Cells[i].ExpectedSince, st.Cells[i].Analysis = false, 0, "", nil, nil
 	}
-	st.CanaryRevision, st.Phase, st.Message, st.Step, st.Analysis = c.rev, hubv1alpha1.PhaseProgressing, "", 0, ""
+	st.CanaryRevision, st.Phase, st.Message, st.Step, st.Analysis, st.AnalysisAttempt = c.rev, hubv1alpha1.PhaseProgressing, "", 0, "", 0
 	target := int32(1)
 	if first {
 		target = int32(len(c.steps))
@@ -305,7 +305,12 @@ func (c *canary) take(ctx context.Context, s *hubv1alpha1.RolloutStep) error {
 		c.r.setStep(ctx, c.ro, s, hubv1alpha1.StepSucceeded, hubv1alpha1.ReasonStepDone, fmt.Sprintf("Paused at step %d/%d", st.Step, st.Steps))
 	case hubv1alpha1.ActionResume:
 		msg := "Resumed"
-		if !st.Paused {
+		switch {
+		case st.Phase == hubv1alpha1.PhasePaused && st.Analysis == hubv1alpha1.AnalysisInconclusive:
+			// The step's analysis is rendered again under a new id: the cells measure afresh.
+			st.AnalysisAttempt++
+			msg = fmt.Sprintf("Resumed: step %d/%d's analysis is measured again", st.Step, st.Steps)
+		case !st.Paused:
 			msg = "The rollout was not paused; nothing to resume"
 		}
 		st.Paused = false
@@ -902,7 +907,7 @@ func (c *canary) anyTouched() bool {
 // stepMark identifies what the current step renders, for the re-apply throttle.
 func (c *canary) stepMark() string {
 	st := &c.ro.Status
-	return fmt.Sprintf("%s/%d/%d/%s/%d", c.rev, c.app.Generation, st.Step, strings.Join(c.canaryCells(), ","), st.CanaryWeight)
+	return fmt.Sprintf("%s/%d/%d/%s/%d/%d", c.rev, c.app.Generation, st.Step, strings.Join(c.canaryCells(), ","), st.CanaryWeight, st.AnalysisAttempt)
 }
 
 // markCurrent records the outcome of the RolloutStep that moved the rollout to its current step.

@@ -121,8 +121,8 @@ func checkMetric(m agentv1alpha1.AnalysisMetric, v Vars) error {
 }
 
 // Render is a step's templates for one cell: every metric with its placeholders filled in, and
-// an ID naming the step and what is measured.
-func Render(templates []*hubv1alpha1.AnalysisTemplate, step int32, v Vars) (*agentv1alpha1.Analysis, error) {
+// an ID naming the step, the attempt and what is measured (a new attempt is measured afresh).
+func Render(templates []*hubv1alpha1.AnalysisTemplate, step, attempt int32, v Vars) (*agentv1alpha1.Analysis, error) {
 	a := &agentv1alpha1.Analysis{APIVersion: agentv1alpha1.GroupVersion.String(), Kind: agentv1alpha1.AnalysisKind, App: v.App, AppNamespace: v.AppNamespace}
 	seen := map[string]string{}
 	for _, t := range templates {
@@ -148,7 +148,7 @@ func Render(templates []*hubv1alpha1.AnalysisTemplate, step int32, v Vars) (*age
 	if err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256(append([]byte(fmt.Sprintf("%s/%d/", v.Canary, step)), b...))
+	sum := sha256.Sum256(append([]byte(fmt.Sprintf("%s/%d/%d/", v.Canary, step, attempt)), b...))
 	a.ID = fmt.Sprintf("%s-step%d-%s", v.Canary, step, hex.EncodeToString(sum[:])[:8])
 	return a, nil
 }

@@ -73,7 +73,7 @@ func TestCheck(t *testing.T) {
 func TestRender(t *testing.T) {
 	tmpl := template(agentv1alpha1.AnalysisMetric{Name: "error-rate", Count: 3, ThresholdRange: agentv1alpha1.ThresholdRange{Max: ptr(0.05)}, Prometheus: &agentv1alpha1.PrometheusMetric{Query: errorRate}})
 	v := Vars{App: "web", Namespace: "apps", Cell: "cell-1", Stable: "web-00001", Canary: "web-00002"}
-	a, err := Render([]*hubv1alpha1.AnalysisTemplate{tmpl}, 1, v)
+	a, err := Render([]*hubv1alpha1.AnalysisTemplate{tmpl}, 1, 0, v)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,12 +84,13 @@ func TestRender(t *testing.T) {
 	if tmpl.Spec.Metrics[0].Prometheus.Query != errorRate {
 		t.Fatal("rendering changed the template")
 	}
-	b, _ := Render([]*hubv1alpha1.AnalysisTemplate{tmpl}, 2, v)
-	again, _ := Render([]*hubv1alpha1.AnalysisTemplate{tmpl}, 1, v)
-	if a.ID == b.ID || a.ID != again.ID || !strings.HasPrefix(a.ID, "web-00002-step1-") {
-		t.Fatalf("IDs: step 1 %s, step 2 %s, step 1 again %s", a.ID, b.ID, again.ID)
+	b, _ := Render([]*hubv1alpha1.AnalysisTemplate{tmpl}, 2, 0, v)
+	again, _ := Render([]*hubv1alpha1.AnalysisTemplate{tmpl}, 1, 0, v)
+	retry, _ := Render([]*hubv1alpha1.AnalysisTemplate{tmpl}, 1, 1, v)
+	if a.ID == b.ID || a.ID != again.ID || a.ID == retry.ID || !strings.HasPrefix(a.ID, "web-00002-step1-") {
+		t.Fatalf("IDs: step 1 %s, step 2 %s, step 1 again %s, step 1 retried %s", a.ID, b.ID, again.ID, retry.ID)
 	}
-	if _, err := Render([]*hubv1alpha1.AnalysisTemplate{tmpl, tmpl}, 1, v); err == nil || !strings.Contains(err.Error(), "must differ") {
+	if _, err := Render([]*hubv1alpha1.AnalysisTemplate{tmpl, tmpl}, 1, 0, v); err == nil || !strings.Contains(err.Error(), "must differ") {
 		t.Fatalf("two templates with one metric name: %v", err)
 	}
 }

@@ -142,7 +142,8 @@ func Canary(s CanaryStep, now time.Time, poll time.Duration) CanaryDecision {
 	case s.Gate.Inconclusive:
 		// Not a pass, not a failure: a person decides (promote to skip the gate, or abort).
 		return wait(hubv1alpha1.PhasePaused, hubv1alpha1.ReasonAnalysisInconclusive,
-			fmt.Sprintf("%s: %s; paused: fix the cell's metrics, then promote (kubectl cells promote %s -n %s) or abort", at, s.Gate.Reason, s.App, s.Namespace), poll)
+			fmt.Sprintf("%s: %s; paused: fix the cell's metrics, then measure again (kubectl cells resume %s -n %s), skip the gates (kubectl cells promote %s -n %s --full), or abort",
+				at, s.Gate.Reason, s.App, s.Namespace, s.App, s.Namespace), poll)
 	case !s.Gate.Complete && s.Paused:
 		return wait(hubv1alpha1.PhasePaused, hubv1alpha1.ReasonPaused, fmt.Sprintf("Paused by a RolloutStep; %s: %s", at, s.Gate.Reason), poll)
 	case !s.Gate.Complete:

@@ -230,6 +230,10 @@ type RolloutStatus struct {
 	// Successful, Failed or Inconclusive ("" when the step has none).
 	// +optional
 	Analysis AnalysisPhase `json:"analysis,omitempty"`
+	// AnalysisAttempt counts the Resumes of an inconclusive analysis in this rollout: each one
+	// renders the step's analysis again under a new id, and the cells measure it again.
+	// +optional
+	AnalysisAttempt int32 `json:"analysisAttempt,omitempty"`
 	// Paused is true after a Pause RolloutStep, until a Resume, Advance or Promote.
 	// +optional
 	Paused bool `json:"paused,omitempty"`
