@@ -154,3 +154,69 @@ func TestJudge(t *testing.T) {
 		t.Fatalf("gate = %+v", g)
 	}
 }
+
+// The gate over analysis verdicts: only a Successful verdict for the step's analysis and commit
+// passes; Failed aborts naming the metric and value; Inconclusive pauses naming the query; a
+// verdict for another id or commit counts for nothing.
+func TestJudgeAnalysis(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	value := 0.2
+	verdict := func(id, commit, phase string) agentv1alpha1.AnalysisReport {
+		return agentv1alpha1.AnalysisReport{ID: id, Commit: commit, Phase: phase, Metrics: []agentv1alpha1.MetricReport{{
+			Name: "error-rate", Phase: phase, Query: "sum(rate(x[1m]))", Successful: 1,
+			Measurements: []agentv1alpha1.Measurement{{Phase: phase, Value: &value, Message: "0.2 is above the maximum 0.05"}}}}}
+	}
+	entry := func(analyses ...agentv1alpha1.AnalysisReport) intake.Entry {
+		return intake.Entry{Commit: "s", Seen: now, Report: agentv1alpha1.StatusReport{AppliedCommit: "c2",
+			Conditions: []metav1.Condition{{Type: meta.ReadyCondition, Status: metav1.ConditionTrue}},
+			Apps:       []agentv1alpha1.AppReport{{App: "web", AppNamespace: "team", Ready: true}}, Analyses: analyses}}
+	}
+	exp := []Expectation{{Cell: "a", Commit: "c2", Since: now, AnalysisID: "id-1"}}
+	for _, tt := range []struct {
+		name                          string
+		entry                         intake.Entry
+		complete, abort, inconclusive bool
+		reason                        string
+	}{
+		{"no verdict yet", entry(), false, false, false, "a: analysis not started yet"},
+		{"running", entry(verdict("id-1", "c2", agentv1alpha1.AnalysisRunning)), false, false, false, "a: analysis running: metric error-rate = 0.2, 1 of its measurements passed"},
+		{"successful", entry(verdict("id-1", "c2", agentv1alpha1.AnalysisSuccessful)), true, false, false, "Every masked cell"},
+		{"successful for another commit", entry(verdict("id-1", "c1", agentv1alpha1.AnalysisSuccessful)), false, false, false, "analysis not started yet"},
+		{"successful for another analysis", entry(verdict("id-0", "c2", agentv1alpha1.AnalysisSuccessful)), false, false, false, "analysis not started yet"},
+		{"failed", entry(verdict("id-1", "c2", agentv1alpha1.AnalysisFailed)), false, true, false, "a: analysis failed: metric error-rate = 0.2 (0.2 is above the maximum 0.05)"},
+		{"inconclusive", entry(verdict("id-1", "c2", agentv1alpha1.AnalysisInconclusive)), false, false, true, "a: analysis inconclusive: metric error-rate = 0.2 (query sum(rate(x[1m])))"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rs := intake.NewReports()
+			rs.Put("a", tt.entry)
+			rs.Polled(now)
+			g := Judge("web", "team", exp, rs, now, Options{StaleAfter: time.Minute})
+			if g.Complete != tt.complete || g.Abort != tt.abort || g.Inconclusive != tt.inconclusive || !strings.Contains(g.Reason, tt.reason) {
+				t.Fatalf("gate = %+v", g)
+			}
+		})
+	}
+}
+
+// A cell that controls its report fills it with huge metric names, queries and messages: what
+// the gate says about it stays short.
+func TestJudgeBoundsHostileAnalysis(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	huge := strings.Repeat("x", 1<<20)
+	value := 1.0
+	var metrics []agentv1alpha1.MetricReport
+	for i := 0; i < 1000; i++ {
+		metrics = append(metrics, agentv1alpha1.MetricReport{Name: huge, Phase: agentv1alpha1.AnalysisFailed, Query: huge,
+			Measurements: []agentv1alpha1.Measurement{{Phase: agentv1alpha1.AnalysisFailed, Value: &value, Message: huge}}})
+	}
+	rs := intake.NewReports()
+	rs.Put("a", intake.Entry{Commit: "s", Seen: now, Report: agentv1alpha1.StatusReport{AppliedCommit: "c2",
+		Conditions: []metav1.Condition{{Type: meta.ReadyCondition, Status: metav1.ConditionTrue}},
+		Apps:       []agentv1alpha1.AppReport{{App: "web", AppNamespace: "team", Ready: true}},
+		Analyses:   []agentv1alpha1.AnalysisReport{{ID: "id-1", Commit: "c2", Phase: agentv1alpha1.AnalysisFailed, Metrics: metrics}}}})
+	rs.Polled(now)
+	g := Judge("web", "team", []Expectation{{Cell: "a", Commit: "c2", Since: now, AnalysisID: "id-1"}}, rs, now, Options{StaleAfter: time.Minute})
+	if !g.Abort || len(g.Reason) > 2048 || len(g.Notes["a"]) > 2048 {
+		t.Fatalf("abort %v, a reason of %d bytes and a note of %d", g.Abort, len(g.Reason), len(g.Notes["a"]))
+	}
+}
