@@ -44,7 +44,6 @@ type canary struct {
 
 	pl     *hubv1alpha1.CellPlacement
 	placed []*hubv1alpha1.Cell
-	all    []hubv1alpha1.Cell
 	steps  []rollout.Step
 	rev    string
 	// held says why the rollout holds without writing (its state was lost mid-canary).
@@ -64,11 +63,11 @@ func (c *canary) reconcile(ctx context.Context, pending []*hubv1alpha1.RolloutSt
 		}
 		return outcome.Outcome{Kind: outcome.Retrying, Reason: hubv1alpha1.ReasonPlacementFailed, Message: err.Error()}, ctrl.Result{}, err
 	}
-	all, res, err := resolvePlacement(ctx, c.r.Client, c.pl)
+	_, res, err := resolvePlacement(ctx, c.r.Client, c.pl)
 	if err != nil {
 		return c.fail(err)
 	}
-	c.all, c.placed = all, res.Cells
+	c.placed = res.Cells
 	if len(c.placed) == 0 {
 		c.summarize()
 		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonNoCells, Message: "The placement resolves no cells yet"}, ctrl.Result{}, nil
@@ -778,7 +777,7 @@ func (c *canary) complete() {
 // override, a branch edited by hand), skipping Git while nothing it depends on changed.
 func (c *canary) ensureRendered(ctx context.Context) error {
 	key := client.ObjectKeyFromObject(c.ro)
-	fp := "completed/" + fingerprint(c.app, c.pl, c.all)
+	fp := "completed/" + fingerprint(c.app, c.pl, c.placed)
 	if !c.r.renderDue(key, fp) {
 		return nil
 	}
@@ -805,6 +804,7 @@ func (c *canary) ensureRendered(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	AppRenders.WithLabelValues(c.app.Namespace, c.app.Name).Inc()
 	c.r.markApplied(key, fp)
 	return nil
 }

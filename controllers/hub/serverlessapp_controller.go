@@ -136,7 +136,7 @@ func (r *ServerlessAppReconciler) reconcile(ctx context.Context, app *hubv1alpha
 			return r.fail(&render.InvalidError{Reason: hubv1alpha1.ReasonInvalidStrategy, Message: err.Error()})
 		}
 	}
-	fp := fingerprint(app, pl, cells)
+	fp := fingerprint(app, pl, res.Cells)
 	if mark, ok := r.unchanged(client.ObjectKeyFromObject(app), fp); ok {
 		return r.summarize(app, res, mark.desired), ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
 	}
@@ -164,6 +164,7 @@ func (r *ServerlessAppReconciler) reconcile(ctx context.Context, app *hubv1alpha
 	if err != nil {
 		return r.fail(err)
 	}
+	AppRenders.WithLabelValues(app.Namespace, app.Name).Inc()
 	app.Status.Revision = render.AppRevision(app)
 	app.Status.CellCount = len(res.Cells)
 	app.Status.Cells = status.BoundedNames(res.Names())
@@ -217,9 +218,10 @@ func (r *ServerlessAppReconciler) clock() clock.PassiveClock {
 }
 
 // fingerprint hashes everything a render depends on: the app's spec and the annotations that
-// change its output or ask for a reconcile, the placement, and every cell (placed or not, since
-// an app must leave cells it no longer runs in).
-func fingerprint(app *hubv1alpha1.ServerlessApp, pl *hubv1alpha1.CellPlacement, cells []hubv1alpha1.Cell) string {
+// change its output or ask for a reconcile, the placement, and the cells it places the app on.
+// A cell the placement does not select changes nothing for the app; a cell that leaves the
+// placement changes the placed set, and the render then takes the app out of its branch.
+func fingerprint(app *hubv1alpha1.ServerlessApp, pl *hubv1alpha1.CellPlacement, placed []*hubv1alpha1.Cell) string {
 	type cellInput struct {
 		Name   string
 		Labels map[string]string
@@ -233,8 +235,8 @@ func fingerprint(app *hubv1alpha1.ServerlessApp, pl *hubv1alpha1.CellPlacement, 
 		PlacementNS string
 		Cells       []cellInput
 	}{App: app.Spec, Source: app.Annotations[hubv1alpha1.SourceCommitAnnotation], Requested: app.Annotations[meta.ReconcileRequestAnnotation], Placement: pl.Spec, PlacementNS: pl.Namespace}
-	for i := range cells {
-		in.Cells = append(in.Cells, cellInput{Name: cells[i].Name, Labels: cells[i].Labels, Spec: cells[i].Spec})
+	for _, c := range placed {
+		in.Cells = append(in.Cells, cellInput{Name: c.Name, Labels: c.Labels, Spec: c.Spec})
 	}
 	b, _ := json.Marshal(in)
 	sum := sha256.Sum256(b)
