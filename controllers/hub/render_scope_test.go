@@ -29,7 +29,9 @@ func TestAddingACellRendersOnlyTheAppsPlacedOnIt(t *testing.T) {
 		placed, other)
 	waitFor(t, placed, func(g Gomega, a *hubv1alpha1.ServerlessApp) { g.Expect(a.Status.CellCount).To(Equal(1)) })
 	waitFor(t, other, func(g Gomega, a *hubv1alpha1.ServerlessApp) { g.Expect(a.Status.CellCount).To(Equal(1)) })
-	renders := func(app string) float64 { return testutil.ToFloat64(hubcontrollers.AppRenders.WithLabelValues("scoped", app)) }
+	renders := func(app string) float64 {
+		return testutil.ToFloat64(hubcontrollers.AppRenders.WithLabelValues("scoped", app))
+	}
 	settled := func() (float64, float64) {
 		var p, o float64
 		g.Eventually(func(g Gomega) {
