@@ -112,14 +112,11 @@ func (m *metric) record(x agentv1alpha1.Measurement) {
 // not decide, Successful when every metric succeeded, Running otherwise.
 func (r *Run) Report() agentv1alpha1.AnalysisReport {
 	out := agentv1alpha1.AnalysisReport{ID: r.spec.ID, App: r.spec.App, AppNamespace: r.spec.AppNamespace, Commit: r.commit, Phase: agentv1alpha1.AnalysisSuccessful}
-	rank := map[string]int{agentv1alpha1.AnalysisSuccessful: 0, agentv1alpha1.AnalysisRunning: 1, agentv1alpha1.AnalysisInconclusive: 2, agentv1alpha1.AnalysisFailed: 3}
 	for _, m := range r.metrics {
 		rep := m.report
 		rep.Measurements = append([]agentv1alpha1.Measurement(nil), rep.Measurements...)
 		out.Metrics = append(out.Metrics, rep)
-		if rank[rep.Phase] > rank[out.Phase] {
-			out.Phase = rep.Phase
-		}
+		out.Phase = agentv1alpha1.WorseAnalysis(out.Phase, rep.Phase)
 	}
 	return out
 }

@@ -2,7 +2,8 @@ package agent
 
 import (
 	"context"
-	"sort"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/cellsync/cellsync/agent/analysis"
@@ -40,13 +41,13 @@ func (r *CellSyncReconciler) analyze(ctx context.Context, cs *agentv1alpha1.Cell
 		}
 	}
 	st.runs = keep
-	meas := &analysis.Cell{HTTP: r.AnalysisHTTP}
+	meas := &analysis.Cell{}
 	if cs.Spec.Analysis != nil && cs.Spec.Analysis.Prometheus != nil {
 		meas.Address = cs.Spec.Analysis.Prometheus.Address
 	}
 	var next time.Time
 	deadline := r.now().Add(analysis.Budget)
-	for _, key := range sortedKeys(keep) {
+	for _, key := range slices.Sorted(maps.Keys(keep)) {
 		left := deadline.Sub(r.now())
 		if left <= 0 {
 			// Out of time this wake-up: the rest is due at once on the next.
@@ -62,17 +63,8 @@ func (r *CellSyncReconciler) analyze(ctx context.Context, cs *agentv1alpha1.Cell
 // analysisReports are the runs' reports, ordered by ID.
 func (st *syncState) analysisReports() []agentv1alpha1.AnalysisReport {
 	var out []agentv1alpha1.AnalysisReport
-	for _, key := range sortedKeys(st.runs) {
+	for _, key := range slices.Sorted(maps.Keys(st.runs)) {
 		out = append(out, st.runs[key].Report())
 	}
-	return out
-}
-
-func sortedKeys(m map[string]*analysis.Run) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
 	return out
 }

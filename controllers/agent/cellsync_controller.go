@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -66,9 +65,6 @@ type CellSyncReconciler struct {
 	CommitDeadline time.Duration
 	// Now is the agent's clock, for its heartbeat times (time.Now when nil).
 	Now func() time.Time
-	// AnalysisHTTP is the client measurements use (Prometheus and HTTP checks); a client
-	// bounded by analysis.MeasureTimeout when nil.
-	AnalysisHTTP *http.Client
 
 	mu      sync.Mutex
 	state   map[types.NamespacedName]*syncState

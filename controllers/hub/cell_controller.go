@@ -68,7 +68,6 @@ func (r *CellReconciler) Reconcile(ctx context.Context, req ctrl.Request) (resul
 		out = outcome.Outcome{Kind: outcome.Retrying, Reason: hubv1alpha1.ReasonProgressing, Message: err.Error()}
 		return ctrl.Result{}, err
 	}
-	cell.Status.Branch = cell.BranchName()
 	out = status.CellSpec(cell, cells.Items)
 	if out.Kind == outcome.Stalled {
 		return ctrl.Result{}, reconcile.TerminalError(fmt.Errorf("%s", out.Message))

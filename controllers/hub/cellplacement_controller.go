@@ -48,12 +48,11 @@ func (r *CellPlacementReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 	_, res, err := resolvePlacement(ctx, r.Client, pl)
 	if err != nil {
-		v := status.Classify(err)
-		out = v.Outcome
+		out, result, retErr = status.Fail(err, r.Resync)
 		if out.Kind == outcome.Stalled {
 			pl.Status.ResolvedCells, pl.Status.CellCount = nil, 0
 		}
-		return status.Requeue(v, err, r.Resync)
+		return result, retErr
 	}
 	out = status.Placement(pl, res)
 	return ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
@@ -75,9 +74,5 @@ func (r *CellPlacementReconciler) allPlacements(ctx context.Context, _ client.Ob
 		ctrl.LoggerFrom(ctx).Error(err, "Failed to list placements")
 		return nil
 	}
-	out := make([]reconcile.Request, 0, len(list.Items))
-	for i := range list.Items {
-		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
-	}
-	return out
+	return requestsOf(list.Items)
 }

@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
@@ -14,6 +15,14 @@ import (
 
 // FieldManager is the hub's field manager for every write it makes.
 const FieldManager = "cellsync-hub"
+
+// orRealClock is a reconciler's injected clock, or the real one when none is.
+func orRealClock(c clock.PassiveClock) clock.PassiveClock {
+	if c == nil {
+		return clock.RealClock{}
+	}
+	return c
+}
 
 // resolvePlacement lists the cells and resolves the placement against its namespace's tenant.
 func resolvePlacement(ctx context.Context, c client.Client, pl *hubv1alpha1.CellPlacement) ([]hubv1alpha1.Cell, *placement.Result, error) {

@@ -5,13 +5,13 @@ import (
 	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	"github.com/cellsync/cellsync/hub/analysis"
-	"github.com/cellsync/cellsync/hub/rollout"
 )
 
 // +kubebuilder:rbac:groups=hub.cellsync.io,resources=analysistemplates,verbs=list;watch
@@ -83,68 +83,13 @@ func (c *canary) renderAnalysis(cell *hubv1alpha1.Cell, targetNamespace, canaryR
 	})
 }
 
-// showAnalyses writes each canary cell's reported analysis into the rollout's status, and where
-// the step's analysis stands over its cells.
-func (c *canary) showAnalyses(g rollout.Gate) {
-	st := &c.ro.Status
-	rank := map[hubv1alpha1.AnalysisPhase]int{"": 0, hubv1alpha1.AnalysisSuccessful: 1, hubv1alpha1.AnalysisRunning: 2, hubv1alpha1.AnalysisInconclusive: 3, hubv1alpha1.AnalysisFailed: 4}
-	overall, any := hubv1alpha1.AnalysisPhase(""), false
-	for i := range st.Cells {
-		e := &st.Cells[i]
-		if !e.Canary || e.Analysis == nil {
-			continue
-		}
-		any = true
-		phase := hubv1alpha1.AnalysisRunning
-		e.Analysis.Metrics = nil
-		if rep, ok := g.Analyses[e.Cell]; ok {
-			phase = hubv1alpha1.AnalysisPhase(rep.Phase)
-			for _, m := range rep.Metrics {
-				if len(e.Analysis.Metrics) == hubv1alpha1.MaxAnalysisMetricsShown {
-					break
-				}
-				e.Analysis.Metrics = append(e.Analysis.Metrics, metricResult(m))
-			}
-		}
-		e.Analysis.Phase = phase
-		if rank[phase] > rank[overall] {
-			overall = phase
-		}
-	}
-	if any {
-		st.Analysis = overall
-	}
-}
-
-func metricResult(m agentv1alpha1.MetricReport) hubv1alpha1.MetricResult {
-	r := hubv1alpha1.MetricResult{Name: bound(m.Name, 63), Phase: hubv1alpha1.AnalysisPhase(m.Phase), Successful: m.Successful, Failed: m.Failed, Inconclusive: m.Inconclusive}
-	if n := len(m.Measurements); n > 0 {
-		last := m.Measurements[n-1]
-		if last.Value != nil {
-			r.Value = fmt.Sprintf("%g", *last.Value)
-		}
-		r.Message = bound(last.Message, 300)
-	}
-	return r
-}
-
-func bound(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
-}
-
 // rolloutsOfNamespace wakes every Rollout in a changed AnalysisTemplate's namespace: a fixed
 // template brings a stalled rollout back.
 func (r *RolloutReconciler) rolloutsOfNamespace(ctx context.Context, o client.Object) []reconcile.Request {
 	list := &hubv1alpha1.RolloutList{}
 	if err := r.List(ctx, list, client.InNamespace(o.GetNamespace())); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Failed to list rollouts")
 		return nil
 	}
-	out := make([]reconcile.Request, 0, len(list.Items))
-	for i := range list.Items {
-		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
-	}
-	return out
+	return requestsOf(list.Items)
 }

@@ -125,9 +125,7 @@ func (c *canary) fail(err error) (outcome.Outcome, ctrl.Result, error) {
 	if errors.Is(err, errAppDeleting) {
 		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonDeleting, Message: "The app is being deleted"}, ctrl.Result{}, nil
 	}
-	v := status.Classify(err)
-	res, err := status.Requeue(v, err, c.r.resync())
-	return v.Outcome, res, err
+	return status.Fail(err, c.r.resync())
 }
 
 func (r *RolloutReconciler) resync() time.Duration {
@@ -669,7 +667,9 @@ func (c *canary) progress(ctx context.Context) (outcome.Outcome, ctrl.Result, er
 		facts.PassedAt = &t
 	}
 	d := status.Canary(facts, c.now, c.r.pollEvery())
-	c.showAnalyses(facts.Gate)
+	if phase := status.Analyses(st.Cells, facts.Gate); phase != "" {
+		st.Analysis = phase
+	}
 	for i := range st.Cells {
 		st.Cells[i].Message = facts.Gate.Notes[st.Cells[i].Cell]
 		st.Cells[i].Skipped = false

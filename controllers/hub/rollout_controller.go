@@ -144,12 +144,7 @@ func (r *RolloutReconciler) pruneSteps(ctx context.Context, steps []*hubv1alpha1
 	}
 }
 
-func (r *RolloutReconciler) clock() clock.PassiveClock {
-	if r.Clock == nil {
-		return clock.RealClock{}
-	}
-	return r.Clock
-}
+func (r *RolloutReconciler) clock() clock.PassiveClock { return orRealClock(r.Clock) }
 
 // pendingOf keeps the steps not acted on yet.
 func pendingOf(steps []*hubv1alpha1.RolloutStep) []*hubv1alpha1.RolloutStep {

@@ -210,12 +210,7 @@ func (r *ServerlessAppReconciler) remember(key types.NamespacedName, fp string, 
 	r.rendered[key] = renderMark{fingerprint: fp, at: r.clock().Now(), desired: desired}
 }
 
-func (r *ServerlessAppReconciler) clock() clock.PassiveClock {
-	if r.Clock == nil {
-		return clock.RealClock{}
-	}
-	return r.Clock
-}
+func (r *ServerlessAppReconciler) clock() clock.PassiveClock { return orRealClock(r.Clock) }
 
 // fingerprint hashes everything a render depends on: the app's spec and the annotations that
 // change its output or ask for a reconcile, the placement, and the cells it places the app on.
@@ -243,11 +238,9 @@ func fingerprint(app *hubv1alpha1.ServerlessApp, pl *hubv1alpha1.CellPlacement, 
 	return hex.EncodeToString(sum[:])
 }
 
-// fail sorts an engine error by the hub's one rule (status.Classify, status.Requeue).
+// fail ends a reconcile by the hub's one rule for errors.
 func (r *ServerlessAppReconciler) fail(err error) (outcome.Outcome, ctrl.Result, error) {
-	v := status.Classify(err)
-	res, err := status.Requeue(v, err, r.Resync)
-	return v.Outcome, res, err
+	return status.Fail(err, r.Resync)
 }
 
 // finalize removes the app from every cell branch, then lets the object go.
@@ -377,10 +370,14 @@ func (r *ServerlessAppReconciler) allApps(ctx context.Context, _ client.Object) 
 	return requestsOf(apps.Items)
 }
 
-func requestsOf(apps []hubv1alpha1.ServerlessApp) []reconcile.Request {
-	out := make([]reconcile.Request, 0, len(apps))
-	for i := range apps {
-		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&apps[i])})
+// requestsOf is a request for each listed object.
+func requestsOf[T any, PT interface {
+	*T
+	client.Object
+}](items []T) []reconcile.Request {
+	out := make([]reconcile.Request, 0, len(items))
+	for i := range items {
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(PT(&items[i]))})
 	}
 	return out
 }

@@ -92,12 +92,11 @@ func (r *AppSourceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	branch := orDefault(src.Spec.Branch, "main")
 	commit, files, err := r.Store.ReadBranch(ctx, branch, src.Spec.Path)
 	if err != nil {
-		v := status.Classify(err)
-		out = v.Outcome
+		out, result, retErr = status.Fail(err, interval)
 		if out.Reason == hubv1alpha1.ReasonBranchNotFound {
 			out.Message += "; push the app specs to it"
 		}
-		return status.Requeue(v, err, interval)
+		return result, retErr
 	}
 	unchanged := commit == src.Status.LastAttemptedCommit && src.Status.ObservedGeneration == src.Generation && !requested
 	if unchanged {

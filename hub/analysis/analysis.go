@@ -73,7 +73,7 @@ func Check(t *hubv1alpha1.AnalysisTemplate) error {
 			return invalid(t.Name, m.Name, "the name is used twice")
 		}
 		seen[m.Name] = true
-		if err := checkMetric(m, sample); err != nil {
+		if _, err := renderMetric(m, sample); err != nil {
 			return invalid(t.Name, m.Name, "%s", err.Error())
 		}
 	}
@@ -83,41 +83,43 @@ func Check(t *hubv1alpha1.AnalysisTemplate) error {
 	return nil
 }
 
-func checkMetric(m agentv1alpha1.AnalysisMetric, v Vars) error {
+// renderMetric fills a metric's placeholders with v and checks the result as the agent will
+// measure it: the PromQL parsed, the URL one the agent may reach.
+func renderMetric(m agentv1alpha1.AnalysisMetric, v Vars) (agentv1alpha1.AnalysisMetric, error) {
 	r := m.ThresholdRange
 	if r.Min != nil && r.Max != nil && *r.Min > *r.Max {
-		return fmt.Errorf("thresholdRange min %g is above max %g", *r.Min, *r.Max)
+		return m, fmt.Errorf("thresholdRange min %g is above max %g", *r.Min, *r.Max)
 	}
 	if m.Count < 0 || m.FailureLimit < 0 || m.InconclusiveLimit < 0 {
-		return fmt.Errorf("count and limits must not be negative")
+		return m, fmt.Errorf("count and limits must not be negative")
 	}
+	m = *m.DeepCopy()
+	var err error
 	switch {
 	case (m.Prometheus == nil) == (m.HTTP == nil):
-		return fmt.Errorf("a metric is either a prometheus query or an http check, exactly one of them")
+		return m, fmt.Errorf("a metric is either a prometheus query or an http check, exactly one of them")
 	case m.Prometheus != nil:
 		if r.Min == nil && r.Max == nil {
-			return fmt.Errorf("a prometheus query needs a thresholdRange (min, max or both)")
+			return m, fmt.Errorf("a prometheus query needs a thresholdRange (min, max or both)")
 		}
-		q, err := expand(m.Prometheus.Query, v)
-		if err != nil {
-			return err
+		if m.Prometheus.Query, err = expand(m.Prometheus.Query, v); err != nil {
+			return m, err
 		}
-		if _, err := parser.NewParser(parser.Options{}).ParseExpr(q); err != nil {
-			return fmt.Errorf("invalid PromQL: %v", err)
+		if _, err := parser.NewParser(parser.Options{}).ParseExpr(m.Prometheus.Query); err != nil {
+			return m, fmt.Errorf("invalid PromQL: %v", err)
 		}
 	default:
-		u, err := expand(m.HTTP.URL, v)
-		if err != nil {
-			return err
+		if m.HTTP.URL, err = expand(m.HTTP.URL, v); err != nil {
+			return m, err
 		}
-		if err := agentv1alpha1.CheckAnalysisURL(u, v.Namespace); err != nil {
-			return err
+		if err := agentv1alpha1.CheckAnalysisURL(m.HTTP.URL, v.Namespace); err != nil {
+			return m, err
 		}
 		if m.HTTP.JSONField == "" && (r.Min != nil || r.Max != nil) {
-			return fmt.Errorf("a thresholdRange on an http check needs a jsonField to measure")
+			return m, fmt.Errorf("a thresholdRange on an http check needs a jsonField to measure")
 		}
 	}
-	return nil
+	return m, nil
 }
 
 // Render is a step's templates for one cell: every metric with its placeholders filled in, and
@@ -131,17 +133,11 @@ func Render(templates []*hubv1alpha1.AnalysisTemplate, step, attempt int32, v Va
 				return nil, invalid(t.Name, m.Name, "AnalysisTemplate %s has a metric of the same name; metric names must differ across a step's templates", other)
 			}
 			seen[m.Name] = t.Name
-			if err := checkMetric(m, v); err != nil {
+			rendered, err := renderMetric(m, v)
+			if err != nil {
 				return nil, invalid(t.Name, m.Name, "%s", err.Error())
 			}
-			m = *m.DeepCopy()
-			if m.Prometheus != nil {
-				m.Prometheus.Query, _ = expand(m.Prometheus.Query, v)
-			}
-			if m.HTTP != nil {
-				m.HTTP.URL, _ = expand(m.HTTP.URL, v)
-			}
-			a.Metrics = append(a.Metrics, m)
+			a.Metrics = append(a.Metrics, rendered)
 		}
 	}
 	b, err := json.Marshal(a.Metrics)

@@ -381,26 +381,23 @@ func (s *Store) visitList(u Update, heads map[string]plumbing.Hash) []string {
 // refresh lists the remote's branches (one ref listing) and fetches the wanted ones whose head
 // is not known locally. It returns wanted branch → head.
 func (s *Store) refresh(ctx context.Context, auth transport.AuthMethod, want func(branch string) bool) (map[string]plumbing.Hash, error) {
-	heads, err := s.refreshPrefix(ctx, auth, "", want)
-	if err != nil {
-		return nil, err
+	heads, refused, err := s.refreshPrefix(ctx, auth, "", want)
+	if err == nil {
+		err = refusedError(refused)
 	}
-	// The branches the hub writes must all be there: one refused is not one that is missing.
-	for branch, rf := range s.refused {
-		if want(branch) {
-			return nil, &gitpack.LimitError{Message: fmt.Sprintf("branch %s: %s", branch, rf.message)}
-		}
-	}
-	return heads, nil
+	return heads, err
 }
 
 // refreshPrefix is refresh for the branches whose names start with prefix: over HTTP(S) only
 // those are listed (Git protocol v2's ls-refs with a ref-prefix, where the server speaks it).
-func (s *Store) refreshPrefix(ctx context.Context, auth transport.AuthMethod, prefix string, want func(branch string) bool) (map[string]plumbing.Hash, error) {
+// Wanted branches whose head is refused for its size, now or before (a head is not fetched again
+// until it moves), are left out of heads and returned in refused.
+func (s *Store) refreshPrefix(ctx context.Context, auth transport.AuthMethod, prefix string, want func(branch string) bool) (map[string]plumbing.Hash, map[string]refusal, error) {
 	refs, err := s.list(ctx, auth, prefix)
 	if err != nil && !errors.Is(err, transport.ErrEmptyRemoteRepository) {
-		return nil, classify(err, s.opts.URL)
+		return nil, nil, classify(err, s.opts.URL)
 	}
+	refused := map[string]refusal{}
 	heads := map[string]plumbing.Hash{}
 	var fetch []config.RefSpec
 	for _, r := range refs {
@@ -412,7 +409,8 @@ func (s *Store) refreshPrefix(ctx context.Context, auth transport.AuthMethod, pr
 			continue
 		}
 		if rf, ok := s.refused[branch]; ok && rf.head == r.Hash() {
-			continue // refused before, and not moved since
+			refused[branch] = rf // refused before, and not moved since
+			continue
 		}
 		delete(s.refused, branch)
 		heads[branch] = r.Hash()
@@ -426,13 +424,27 @@ func (s *Store) refreshPrefix(ctx context.Context, auth transport.AuthMethod, pr
 		if errors.As(err, &limit) {
 			// One ref's content past the limits must not hold up the others: each is fetched
 			// on its own, and the ones refused are left out and named.
-			err = s.fetchEach(ctx, auth, fetch, heads)
+			err = s.fetchEach(ctx, auth, fetch, heads, refused)
 		}
 		if err != nil {
-			return nil, classify(err, s.opts.URL)
+			return nil, nil, classify(err, s.opts.URL)
 		}
 	}
-	return heads, nil
+	return heads, refused, nil
+}
+
+// refusedError is the error of a write or read that needs every branch it asked for: a branch
+// refused for its size is not a branch that is missing.
+func refusedError(refused map[string]refusal) error {
+	branches := make([]string, 0, len(refused))
+	for b := range refused {
+		branches = append(branches, b)
+	}
+	if len(branches) == 0 {
+		return nil
+	}
+	sort.Strings(branches)
+	return &gitpack.LimitError{Message: fmt.Sprintf("branch %s: %s", branches[0], refused[branches[0]].message)}
 }
 
 func (s *Store) fetch(ctx context.Context, auth transport.AuthMethod, specs []config.RefSpec) error {
@@ -444,9 +456,9 @@ func (s *Store) fetch(ctx context.Context, auth transport.AuthMethod, specs []co
 }
 
 // fetchEach fetches refs one at a time, each bounded by RefFetchLimits; a ref refused for its
-// size is left out of heads and remembered with its head, so that it is not fetched again until
-// it moves.
-func (s *Store) fetchEach(ctx context.Context, auth transport.AuthMethod, specs []config.RefSpec, heads map[string]plumbing.Hash) error {
+// size moves from heads to refused and is remembered with its head, so that it is not fetched
+// again until it moves.
+func (s *Store) fetchEach(ctx context.Context, auth transport.AuthMethod, specs []config.RefSpec, heads map[string]plumbing.Hash, refused map[string]refusal) error {
 	s.guard.limits = RefFetchLimits
 	defer func() { s.guard.limits = FetchLimits }()
 	for _, spec := range specs {
@@ -456,26 +468,13 @@ func (s *Store) fetchEach(ctx context.Context, auth transport.AuthMethod, specs 
 		case errors.As(err, &limit):
 			branch := plumbing.ReferenceName(spec.Src()).Short()
 			s.refused[branch] = refusal{head: heads[branch], message: limit.Message}
+			refused[branch] = s.refused[branch]
 			delete(heads, branch)
 		case err != nil:
 			return err
 		}
 	}
 	return nil
-}
-
-// Refused names the refs under prefix whose head the store refused to fetch for its size, with
-// the head and why.
-func (s *Store) Refused(prefix string) map[string]BranchFile {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := map[string]BranchFile{}
-	for branch, rf := range s.refused {
-		if strings.HasPrefix(branch, prefix) {
-			out[branch] = BranchFile{Commit: rf.head.String(), Refused: rf.message}
-		}
-	}
-	return out
 }
 
 // list lists the remote's refs: with a prefix over HTTP(S), only the branches under it.
@@ -517,7 +516,7 @@ func (s *Store) Heads(ctx context.Context) (map[string]string, error) {
 type BranchFile struct {
 	Commit  string
 	Content []byte
-	// Refused, from Refused, says why the head was not fetched.
+	// Refused, when set, says why the head was not fetched: Content is empty.
 	Refused string
 	commit  *object.Commit
 }
@@ -533,7 +532,9 @@ func (f BranchFile) VerifySignature(armoredKeys []string) (string, error) {
 
 // ReadFiles lists the remote once, fetches the branches under prefix whose head moved, and
 // returns file from each head (branches without the file are left out). Branches whose head
-// the caller already has (known returns true; nil means none) are not read at all.
+// the caller already has (known returns true; nil means none) are not read at all. A branch
+// whose head is refused for its size comes back with Refused set and no content; the others
+// are read as usual.
 func (s *Store) ReadFiles(ctx context.Context, prefix, file string, known func(branch, commit string) bool) (map[string]BranchFile, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -541,11 +542,14 @@ func (s *Store) ReadFiles(ctx context.Context, prefix, file string, known func(b
 	if err != nil {
 		return nil, &ConfigError{Err: err}
 	}
-	heads, err := s.refreshPrefix(ctx, auth, prefix, func(b string) bool { return strings.HasPrefix(b, prefix) })
+	heads, refused, err := s.refreshPrefix(ctx, auth, prefix, func(b string) bool { return strings.HasPrefix(b, prefix) })
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]BranchFile{}
+	for branch, rf := range refused {
+		out[branch] = BranchFile{Commit: rf.head.String(), Refused: rf.message}
+	}
 	for branch, head := range heads {
 		if !strings.HasPrefix(branch, prefix) || (known != nil && known(branch, head.String())) {
 			continue
@@ -627,9 +631,9 @@ func (s *Store) ReadBranch(ctx context.Context, branch, prefix string) (string, 
 	if err != nil {
 		return "", nil, &ConfigError{Err: err}
 	}
-	heads, err := s.refreshPrefix(ctx, auth, branch, func(b string) bool { return b == branch })
-	if rf, ok := s.refused[branch]; ok && err == nil {
-		err = &gitpack.LimitError{Message: fmt.Sprintf("branch %s: %s", branch, rf.message)}
+	heads, refused, err := s.refreshPrefix(ctx, auth, branch, func(b string) bool { return b == branch })
+	if err == nil {
+		err = refusedError(refused)
 	}
 	if err != nil {
 		return "", nil, err

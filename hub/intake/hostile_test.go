@@ -9,16 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ProtonMail/go-crypto/openpgp"
-	"github.com/go-git/go-git/v5/plumbing/transport"
-	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/cellsync/cellsync/agent/source"
 	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
-	"github.com/cellsync/cellsync/hub/gitstore"
 	"github.com/cellsync/cellsync/hub/intake"
 	"github.com/cellsync/cellsync/test/testenv"
 )
@@ -27,26 +22,8 @@ import (
 // object's header (nothing of it is inflated into memory), names it on that cell, fetches it no
 // more until the ref moves, and reads every other cell's report as usual.
 func TestPollRefusesAHugeStatusRef(t *testing.T) {
-	srv, err := testenv.StartGitServer("u", "p")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	url, err := srv.CreateRepo("gitops")
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth := &githttp.BasicAuth{Username: "u", Password: "p"}
-	store, err := gitstore.New(gitstore.Options{URL: url, Credentials: func(context.Context) (transport.AuthMethod, *openpgp.Entity, error) {
-		return auth, nil, nil
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, err := source.Open(t.TempDir(), url, "unused")
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := newHubAndAgent(t)
+	srv, store, repo, auth := env.srv, env.store, env.repo, env.auth
 	ctx := context.Background()
 	report := func(cell string) {
 		t.Helper()

@@ -192,20 +192,13 @@ func (i *Intake) Poll(ctx context.Context) {
 		log.Info("Failed to read status reports; retrying at the next poll", "error", err.Error())
 		return
 	}
-	// A status ref whose head is too large to fetch holds no report the hub reads; the cell's
-	// other reports and every other cell's are read as usual.
-	for branch, f := range i.Store.Refused(agentv1alpha1.StatusRefPrefix) {
-		cell := strings.TrimPrefix(branch, agentv1alpha1.StatusRefPrefix)
-		if rej, ok := i.Reports.Rejected(cell); ok && rej.Commit == f.Commit {
-			continue
-		}
-		i.Reports.reject(cell, Rejection{Commit: f.Commit, Reason: hubv1alpha1.ReasonLimitExceeded,
-			Message: fmt.Sprintf("Report %s on the status ref was refused, nothing of it was read: %s", short(f.Commit), f.Refused)})
-		log.Info("Ignoring a status report too large to fetch", "ref", branch, "error", f.Refused)
-		i.wakeCell(cell)
-	}
 	for branch, f := range files {
 		cell := strings.TrimPrefix(branch, agentv1alpha1.StatusRefPrefix)
+		if f.Refused != "" {
+			// Too large to fetch: no report of it is read; every other cell's is, as usual.
+			i.refuse(cell, f)
+			continue
+		}
 		keys := keysOf[cell]
 		i.checked[cell] = judged(f.Commit, keys)
 		if len(keys) > 0 {
@@ -246,6 +239,16 @@ func (i *Intake) Poll(ctx context.Context) {
 			i.wakeApps(e.Report)
 		}
 	})
+}
+
+// refuse names a status ref whose head the store refused for its size, once per head.
+func (i *Intake) refuse(cell string, f gitstore.BranchFile) {
+	if rej, ok := i.Reports.Rejected(cell); ok && rej.Commit == f.Commit {
+		return
+	}
+	i.Reports.reject(cell, Rejection{Commit: f.Commit, Reason: hubv1alpha1.ReasonLimitExceeded,
+		Message: fmt.Sprintf("Report %s on the status ref was refused, nothing of it was read: %s", short(f.Commit), f.Refused)})
+	i.wakeCell(cell)
 }
 
 func (i *Intake) wakeCell(cell string) {

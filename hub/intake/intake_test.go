@@ -37,12 +37,22 @@ func drain(ch chan event.GenericEvent) int {
 // hub's clock, from when the hub saw the last new heartbeat: the agent's clock (here an hour
 // behind the hub's) is never compared with it, a late poll makes no cell stale, and a cell whose
 // staleness flips at a poll wakes its Cell, apps and Rollouts once.
-func TestPollWakesAppsOnlyForNews(t *testing.T) {
+// hubAndAgent is a Git server with the repository, the hub's store on it, and an agent's mirror
+// that pushes reports with the agent's own code.
+type hubAndAgent struct {
+	srv   *testenv.GitServer
+	store *gitstore.Store
+	repo  *source.Repo
+	auth  *githttp.BasicAuth
+}
+
+func newHubAndAgent(t *testing.T) hubAndAgent {
+	t.Helper()
 	srv, err := testenv.StartGitServer("u", "p")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	url, err := srv.CreateRepo("gitops")
 	if err != nil {
 		t.Fatal(err)
@@ -58,6 +68,12 @@ func TestPollWakesAppsOnlyForNews(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return hubAndAgent{srv: srv, store: store, repo: repo, auth: auth}
+}
+
+func TestPollWakesAppsOnlyForNews(t *testing.T) {
+	env := newHubAndAgent(t)
+	store, repo, auth := env.store, env.repo, env.auth
 	const staleAfter = time.Minute
 	reports := intake.NewReports()
 	in := intake.New(store, reports, time.Second)

@@ -323,6 +323,38 @@ func AnalysisVerdict(a agentv1alpha1.AnalysisReport, phase string) string {
 	return "no metric " + strings.ToLower(phase)
 }
 
+// MetricResults is what a Rollout shows of a cell's reported metrics: at most
+// hubv1alpha1.MaxAnalysisMetricsShown of them, each with its counts and its last value, names and
+// messages cut short, whatever the report holds.
+func MetricResults(a agentv1alpha1.AnalysisReport) []hubv1alpha1.MetricResult {
+	var out []hubv1alpha1.MetricResult
+	for _, m := range a.Metrics {
+		if len(out) == hubv1alpha1.MaxAnalysisMetricsShown {
+			break
+		}
+		r := hubv1alpha1.MetricResult{Name: bounded(m.Name, 63), Phase: KnownPhase(m.Phase), Successful: m.Successful, Failed: m.Failed, Inconclusive: m.Inconclusive}
+		if n := len(m.Measurements); n > 0 {
+			last := m.Measurements[n-1]
+			if last.Value != nil {
+				r.Value = strconv.FormatFloat(*last.Value, 'g', -1, 64)
+			}
+			r.Message = bounded(last.Message, 300)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// KnownPhase is a reported phase as the hub shows it: one it does not know (a report can say
+// anything) is Running, as the gate judges it.
+func KnownPhase(p string) hubv1alpha1.AnalysisPhase {
+	switch p {
+	case agentv1alpha1.AnalysisSuccessful, agentv1alpha1.AnalysisFailed, agentv1alpha1.AnalysisInconclusive:
+		return hubv1alpha1.AnalysisPhase(p)
+	}
+	return hubv1alpha1.AnalysisRunning
+}
+
 func bounded(s string, n int) string {
 	if len(s) > n {
 		return s[:n] + "…"

@@ -219,4 +219,15 @@ func TestJudgeBoundsHostileAnalysis(t *testing.T) {
 	if !g.Abort || len(g.Reason) > 2048 || len(g.Notes["a"]) > 2048 {
 		t.Fatalf("abort %v, a reason of %d bytes and a note of %d", g.Abort, len(g.Reason), len(g.Notes["a"]))
 	}
+	// What the Rollout's status shows of it is bounded too, and a phase the hub does not know is
+	// shown as Running.
+	metrics[0].Phase = huge
+	shown := MetricResults(g.Analyses["a"])
+	size := 0
+	for _, m := range shown {
+		size += len(m.Name) + len(m.Message) + len(m.Value) + len(m.Phase)
+	}
+	if len(shown) != hubv1alpha1.MaxAnalysisMetricsShown || size > 10*2048 || MetricResults(agentv1alpha1.AnalysisReport{Metrics: metrics[:1]})[0].Phase != hubv1alpha1.AnalysisRunning {
+		t.Fatalf("%d metrics shown in %d bytes", len(shown), size)
+	}
 }

@@ -11,9 +11,11 @@ import (
 	"github.com/cellsync/cellsync/hub/intake"
 )
 
-// CellSpec checks what the schema cannot: namespace names, and a branch no other cell uses
-// (sameBranch are the cells that use the cell's branch, itself included).
+// CellSpec records the cell's branch and checks what the schema cannot: namespace names, and a
+// branch no other cell uses (sameBranch are the cells that use the cell's branch, itself
+// included).
 func CellSpec(cell *hubv1alpha1.Cell, sameBranch []hubv1alpha1.Cell) outcome.Outcome {
+	cell.Status.Branch = cell.BranchName()
 	for _, ns := range cell.Spec.Namespaces {
 		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
 			return outcome.Outcome{Kind: outcome.Stalled, Reason: hubv1alpha1.ReasonInvalidSpec, Message: fmt.Sprintf("namespace %q is not a valid namespace name", ns)}
@@ -33,7 +35,6 @@ func CellSpec(cell *hubv1alpha1.Cell, sameBranch []hubv1alpha1.Cell) outcome.Out
 // report said; an agent still converging makes the cell Reconciling, not failed; messages hold
 // no ages, so that nothing changes while the state does not.
 func Cell(cell *hubv1alpha1.Cell, v intake.CellView) outcome.Outcome {
-	cell.Status.Branch = cell.BranchName()
 	if !v.HasReport {
 		conditions.MarkUnknown(cell, hubv1alpha1.StaleCondition, hubv1alpha1.ReasonNoReport, "%s", v.Message)
 		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonNoReport, Message: v.Message}

@@ -91,6 +91,14 @@ func Classify(err error) Verdict {
 	}
 }
 
+// Fail is how a reconcile that met err ends: its outcome, by Classify, and what to return, by
+// Requeue.
+func Fail(err error, resync time.Duration) (outcome.Outcome, ctrl.Result, error) {
+	v := Classify(err)
+	res, err := Requeue(v, err, resync)
+	return v.Outcome, res, err
+}
+
 // Requeue is the one rule for what a reconciler returns after a verdict: a retry backs off
 // (the error goes to controller-runtime), a problem in the object's own spec is terminal, and a
 // problem fixed elsewhere is looked at again after the resync, jittered.

@@ -7,6 +7,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	"github.com/cellsync/cellsync/controllers/outcome"
 	"github.com/cellsync/cellsync/hub/rollout"
@@ -177,6 +178,25 @@ func Canary(s CanaryStep, now time.Time, poll time.Duration) CanaryDecision {
 	}
 	d.FirstPass = s.PassedAt == nil
 	return d
+}
+
+// Analyses writes each canary cell's reported analysis of the step into its entry (a cell that
+// has not reported one yet is Running) and returns where the step's analysis stands over its
+// cells: the worst phase, or "" when no canary cell is analysed.
+func Analyses(cells []hubv1alpha1.RolloutCell, g rollout.Gate) hubv1alpha1.AnalysisPhase {
+	overall := ""
+	for i := range cells {
+		e := &cells[i]
+		if !e.Canary || e.Analysis == nil {
+			continue
+		}
+		e.Analysis.Phase, e.Analysis.Metrics = hubv1alpha1.AnalysisRunning, nil
+		if rep, ok := g.Analyses[e.Cell]; ok {
+			e.Analysis.Phase, e.Analysis.Metrics = rollout.KnownPhase(rep.Phase), rollout.MetricResults(rep)
+		}
+		overall = agentv1alpha1.WorseAnalysis(overall, string(e.Analysis.Phase))
+	}
+	return hubv1alpha1.AnalysisPhase(overall)
 }
 
 // CanaryAtRest says how a canary stands when no step is active: completed, aborted, or held

@@ -31,7 +31,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	"github.com/cellsync/cellsync/test/testenv"
 )
@@ -137,28 +136,13 @@ func analysisScene(ctx context.Context, w *testenv.World, timeout time.Duration,
 	say("canary analysis: each member gets its own Prometheus, scraping per-revision request counters in the shape Knative's queue-proxy exports; no Knative data plane runs here, so the requests and their errors are synthetic")
 	exporters := map[string]*testenv.Exporter{}
 	for _, m := range w.Members {
-		exp, err := testenv.StartExporter(testenv.WorldCellNamespace)
-		if err != nil {
-			return stop, err
-		}
-		stops = append(stops, exp.Close)
-		prom, err := testenv.StartPrometheus(exp.Target())
-		if err != nil {
-			return stop, err
-		}
-		stops = append(stops, prom.Stop)
-		exporters[m.Cell] = exp
 		// The cell's owner points its agent at the cell's Prometheus; the hub cannot.
-		cs := &agentv1alpha1.CellSync{}
-		if err := m.Client.Get(ctx, client.ObjectKey{Namespace: testenv.WorldHubNamespace, Name: m.Cell}, cs); err != nil {
+		cm, err := m.StartCellMetrics(ctx)
+		if err != nil {
 			return stop, err
 		}
-		base := cs.DeepCopy()
-		cs.Spec.Analysis = &agentv1alpha1.AnalysisSource{Prometheus: &agentv1alpha1.PrometheusSource{Address: prom.Address}}
-		// A patch of the spec alone: the agent writes the CellSync's status meanwhile.
-		if err := m.Client.Patch(ctx, cs, client.MergeFrom(base)); err != nil {
-			return stop, err
-		}
+		stops = append(stops, cm.Stop)
+		exporters[m.Cell] = cm.Exporter
 	}
 	ship := func(image string, errorRates map[string]float64) (string, error) {
 		prev := rolloutOf(ctx, w).Status.StableRevision

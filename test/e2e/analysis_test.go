@@ -14,7 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	"github.com/cellsync/cellsync/test/testenv"
 )
@@ -50,19 +49,11 @@ func TestCanaryAnalysis(t *testing.T) {
 	exporters := map[string]*testenv.Exporter{}
 	proms := map[string]*testenv.Prometheus{}
 	for _, m := range world.Members {
-		exp, err := testenv.StartExporter(testenv.WorldCellNamespace)
-		g.Expect(err).NotTo(HaveOccurred())
-		prom, err := testenv.StartPrometheus(exp.Target())
-		g.Expect(err).NotTo(HaveOccurred())
-		exporters[m.Cell], proms[m.Cell] = exp, prom
-		t.Cleanup(func() { prom.Stop(); exp.Close() })
 		// The cell's owner points its agent at the cell's Prometheus.
-		cs := &agentv1alpha1.CellSync{}
-		g.Expect(m.Client.Get(ctx, client.ObjectKey{Namespace: testenv.WorldHubNamespace, Name: m.Cell}, cs)).To(Succeed())
-		base := cs.DeepCopy()
-		cs.Spec.Analysis = &agentv1alpha1.AnalysisSource{Prometheus: &agentv1alpha1.PrometheusSource{Address: prom.Address}}
-		// A patch of the spec alone: the agent writes the CellSync's status meanwhile.
-		g.Expect(m.Client.Patch(ctx, cs, client.MergeFrom(base))).To(Succeed())
+		cm, err := m.StartCellMetrics(ctx)
+		g.Expect(err).NotTo(HaveOccurred())
+		exporters[m.Cell], proms[m.Cell] = cm.Exporter, cm.Prometheus
+		t.Cleanup(cm.Stop)
 	}
 	key := client.ObjectKey{Namespace: testenv.WorldAppsNamespace, Name: "checkout"}
 	get := func(g Gomega) *hubv1alpha1.Rollout {

@@ -13,6 +13,10 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 )
 
 // RequestsPerSecond is how many requests a second the exporter counts for each revision.
@@ -193,4 +197,45 @@ func (p *Prometheus) Stop() {
 		}
 	}
 	_ = os.RemoveAll(p.dir)
+}
+
+// CellMetrics is a member's own Prometheus, scraping a synthetic queue-proxy exporter, that the
+// member's agent measures canary analyses against.
+type CellMetrics struct {
+	Exporter   *Exporter
+	Prometheus *Prometheus
+}
+
+// Stop stops the Prometheus server and the exporter.
+func (c *CellMetrics) Stop() {
+	c.Prometheus.Stop()
+	c.Exporter.Close()
+}
+
+// StartCellMetrics gives the member its own Prometheus over a synthetic exporter and points the
+// member's agent at it, as the cell's owner would: a merge patch of the CellSync's spec alone,
+// since the agent writes the CellSync's status meanwhile.
+func (m *Member) StartCellMetrics(ctx context.Context) (*CellMetrics, error) {
+	exp, err := StartExporter(WorldCellNamespace)
+	if err != nil {
+		return nil, err
+	}
+	prom, err := StartPrometheus(exp.Target())
+	if err != nil {
+		exp.Close()
+		return nil, err
+	}
+	cm := &CellMetrics{Exporter: exp, Prometheus: prom}
+	cs := &agentv1alpha1.CellSync{}
+	if err := m.Client.Get(ctx, client.ObjectKey{Namespace: WorldHubNamespace, Name: m.Cell}, cs); err != nil {
+		cm.Stop()
+		return nil, err
+	}
+	base := cs.DeepCopy()
+	cs.Spec.Analysis = &agentv1alpha1.AnalysisSource{Prometheus: &agentv1alpha1.PrometheusSource{Address: prom.Address}}
+	if err := m.Client.Patch(ctx, cs, client.MergeFrom(base)); err != nil {
+		cm.Stop()
+		return nil, err
+	}
+	return cm, nil
 }

@@ -169,6 +169,16 @@ const (
 	AnalysisInconclusive = "Inconclusive"
 )
 
+// WorseAnalysis is the worse of two phases, as an analysis sums up its metrics and a step its
+// cells: Failed, then Inconclusive, then Running, then Successful; "" (no analysis) is the best.
+func WorseAnalysis(a, b string) string {
+	rank := map[string]int{"": 0, AnalysisSuccessful: 1, AnalysisRunning: 2, AnalysisInconclusive: 3, AnalysisFailed: 4}
+	if rank[b] > rank[a] {
+		return b
+	}
+	return a
+}
+
 // MaxMeasurements is how many measurements per metric a report keeps (the newest).
 const MaxMeasurements = 5
 

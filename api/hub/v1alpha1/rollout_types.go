@@ -3,6 +3,8 @@ package v1alpha1
 import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 )
 
 // StrategyType is how a new revision reaches the cells.
@@ -149,12 +151,12 @@ type RolloutCell struct {
 // AnalysisPhase is where an analysis, or one metric of it, stands.
 type AnalysisPhase string
 
-// Analysis phases.
+// Analysis phases: the agents' report phases.
 const (
-	AnalysisRunning      AnalysisPhase = "Running"
-	AnalysisSuccessful   AnalysisPhase = "Successful"
-	AnalysisFailed       AnalysisPhase = "Failed"
-	AnalysisInconclusive AnalysisPhase = "Inconclusive"
+	AnalysisRunning      AnalysisPhase = agentv1alpha1.AnalysisRunning
+	AnalysisSuccessful   AnalysisPhase = agentv1alpha1.AnalysisSuccessful
+	AnalysisFailed       AnalysisPhase = agentv1alpha1.AnalysisFailed
+	AnalysisInconclusive AnalysisPhase = agentv1alpha1.AnalysisInconclusive
 )
 
 // CellAnalysis is one cell's analysis of a step.
