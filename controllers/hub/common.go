@@ -52,3 +52,10 @@ func namespaceTenant(ctx context.Context, c client.Client, name string) (string,
 	}
 	return ns.Labels[hubv1alpha1.LabelTenant], nil
 }
+
+func short(c string) string {
+	if len(c) > 12 {
+		return c[:12]
+	}
+	return c
+}

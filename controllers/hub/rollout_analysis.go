@@ -18,33 +18,36 @@ import (
 
 // loadTemplates reads and checks every AnalysisTemplate the canary strategy names, before
 // anything is written: a missing or invalid template stalls the rollout with nothing in Git.
-func (c *canary) loadTemplates(ctx context.Context) error {
-	strategy := c.app.Spec.Strategy.Canary
+func (x *execution) loadTemplates(ctx context.Context) error {
+	x.templates = map[string]*hubv1alpha1.AnalysisTemplate{}
+	if !x.app.IsCanary() || x.app.Spec.Strategy.Canary == nil {
+		return nil
+	}
+	strategy := x.app.Spec.Strategy.Canary
 	refs := []*hubv1alpha1.StepAnalysis{strategy.Analysis}
 	for i := range strategy.Steps {
 		refs = append(refs, strategy.Steps[i].Analysis)
 	}
-	c.templates = map[string]*hubv1alpha1.AnalysisTemplate{}
 	for _, ref := range refs {
 		if ref == nil {
 			continue
 		}
 		for _, t := range ref.Templates {
-			if _, ok := c.templates[t.Name]; ok {
+			if _, ok := x.templates[t.Name]; ok {
 				continue
 			}
 			at := &hubv1alpha1.AnalysisTemplate{}
-			if err := c.r.Get(ctx, client.ObjectKey{Namespace: c.app.Namespace, Name: t.Name}, at); err != nil {
+			if err := x.r.Get(ctx, client.ObjectKey{Namespace: x.app.Namespace, Name: t.Name}, at); err != nil {
 				if apierrors.IsNotFound(err) {
 					return &analysis.Error{Reason: hubv1alpha1.ReasonAnalysisTemplateNotFound,
-						Message: fmt.Sprintf("AnalysisTemplate %q, named by the canary strategy, does not exist in namespace %q", t.Name, c.app.Namespace)}
+						Message: fmt.Sprintf("AnalysisTemplate %q, named by the canary strategy, does not exist in namespace %q", t.Name, x.app.Namespace)}
 				}
 				return fmt.Errorf("failed to read AnalysisTemplate %q: %w", t.Name, err)
 			}
 			if err := analysis.Check(at); err != nil {
 				return err
 			}
-			c.templates[t.Name] = at
+			x.templates[t.Name] = at
 		}
 	}
 	return nil
@@ -52,8 +55,8 @@ func (c *canary) loadTemplates(ctx context.Context) error {
 
 // stepTemplates are the templates measured at a step (1-based): the step's own, or else the
 // strategy's.
-func (c *canary) stepTemplates(step int32) []*hubv1alpha1.AnalysisTemplate {
-	strategy := c.app.Spec.Strategy.Canary
+func (x *execution) stepTemplates(step int32) []*hubv1alpha1.AnalysisTemplate {
+	strategy := x.app.Spec.Strategy.Canary
 	ref := strategy.Analysis
 	if step >= 1 && int(step) <= len(strategy.Steps) && strategy.Steps[step-1].Analysis != nil {
 		ref = strategy.Steps[step-1].Analysis
@@ -63,7 +66,7 @@ func (c *canary) stepTemplates(step int32) []*hubv1alpha1.AnalysisTemplate {
 	}
 	out := make([]*hubv1alpha1.AnalysisTemplate, 0, len(ref.Templates))
 	for _, t := range ref.Templates {
-		if at := c.templates[t.Name]; at != nil {
+		if at := x.templates[t.Name]; at != nil {
 			out = append(out, at)
 		}
 	}
@@ -72,13 +75,13 @@ func (c *canary) stepTemplates(step int32) []*hubv1alpha1.AnalysisTemplate {
 
 // renderAnalysis is a canary cell's analysis at the current step, or nil when the step has
 // none or the cell ran no earlier revision (nothing to compare a first deploy with).
-func (c *canary) renderAnalysis(cell *hubv1alpha1.Cell, targetNamespace, canaryRevision, stable string) (*agentv1alpha1.Analysis, error) {
-	templates := c.stepTemplates(c.ro.Status.Step)
+func (x *execution) renderAnalysis(st *hubv1alpha1.RolloutStatus, cell *hubv1alpha1.Cell, targetNamespace, canaryRevision, stable string) (*agentv1alpha1.Analysis, error) {
+	templates := x.stepTemplates(st.Step)
 	if len(templates) == 0 || stable == "" {
 		return nil, nil
 	}
-	return analysis.Render(templates, c.ro.Status.Step, c.ro.Status.AnalysisAttempt, analysis.Vars{
-		App: c.app.Name, AppNamespace: c.app.Namespace, Namespace: targetNamespace, Cell: cell.Name,
+	return analysis.Render(templates, st.Step, st.AnalysisAttempt, analysis.Vars{
+		App: x.app.Name, AppNamespace: x.app.Namespace, Namespace: targetNamespace, Cell: cell.Name,
 		Stable: stable, Canary: canaryRevision,
 	})
 }

@@ -17,6 +17,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -56,8 +57,10 @@ type RolloutReconciler struct {
 	// Clock is the time steps are judged, baked and recorded at; the real clock when nil.
 	Clock clock.PassiveClock
 
-	mu      sync.Mutex
-	applied map[types.NamespacedName]renderMark
+	mu sync.Mutex
+	// applied marks each rollout's last step render, for the re-apply throttle; rendered its
+	// last plain render or sweep, skipped while nothing it depends on changed.
+	applied, rendered map[types.NamespacedName]renderMark
 }
 
 // +kubebuilder:rbac:groups=hub.cellsync.io,resources=rollouts,verbs=get;list;watch
@@ -67,26 +70,20 @@ type RolloutReconciler struct {
 // +kubebuilder:rbac:groups=hub.cellsync.io,resources=serverlessapps,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=hub.cellsync.io,resources=cellplacements;cells,verbs=list;watch
 
-// Reconcile moves one Rollout.
+// Reconcile moves one Rollout: it gathers the facts, the engine (rollout.Decide) plans the
+// next state, and the execution carries the plan out.
 func (r *RolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	ro := &hubv1alpha1.Rollout{}
-	if err := r.Get(ctx, req.NamespacedName, ro); err != nil {
+	if err := r.reader().Get(ctx, req.NamespacedName, ro); err != nil {
 		if apierrors.IsNotFound(err) {
 			return ctrl.Result{}, r.refuseOrphans(ctx, req.NamespacedName)
 		}
 		return ctrl.Result{}, err
 	}
+	// A rollout acts on its own last status and on RolloutSteps: both are read past the cache,
+	// so that a status written a moment ago is not read back stale and acted on twice.
 	app := &hubv1alpha1.ServerlessApp{}
-	appKey := client.ObjectKey{Namespace: ro.Namespace, Name: ro.Spec.AppRef.Name}
-	appErr := r.Get(ctx, appKey, app)
-	if appErr == nil && app.IsCanary() && r.APIReader != nil {
-		// A canary acts on its own last status and on RolloutSteps: read both past the cache, so
-		// that a status written a moment ago is not read back stale and acted on twice.
-		if err := r.APIReader.Get(ctx, req.NamespacedName, ro); err != nil {
-			return ctrl.Result{}, client.IgnoreNotFound(err)
-		}
-		appErr = r.APIReader.Get(ctx, appKey, app)
-	}
+	appErr := r.reader().Get(ctx, client.ObjectKey{Namespace: ro.Namespace, Name: ro.Spec.AppRef.Name}, app)
 	patcher := patch.NewSerialPatcher(ro, r.Client)
 	var out outcome.Outcome
 	defer func() {
@@ -94,12 +91,15 @@ func (r *RolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request) (re
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
 	}()
-	if appErr != nil {
+	switch {
+	case appErr != nil:
 		out = outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonProgressing, Message: fmt.Sprintf("ServerlessApp %q: %v", ro.Spec.AppRef.Name, client.IgnoreNotFound(appErr))}
 		return ctrl.Result{}, client.IgnoreNotFound(appErr)
-	}
-	if !app.DeletionTimestamp.IsZero() {
+	case !app.DeletionTimestamp.IsZero():
 		out = outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonDeleting, Message: "The app is being deleted"}
+		return ctrl.Result{}, nil
+	case app.Spec.Suspend:
+		out = status.Suspended("Rendering is suspended; cell branches keep what they have")
 		return ctrl.Result{}, nil
 	}
 	steps, err := r.stepsOf(ctx, ro.Namespace, ro.Name)
@@ -107,19 +107,10 @@ func (r *RolloutReconciler) Reconcile(ctx context.Context, req ctrl.Request) (re
 		out = outcome.Outcome{Kind: outcome.Retrying, Reason: hubv1alpha1.ReasonProgressing, Message: err.Error()}
 		return ctrl.Result{}, err
 	}
-	// Steps acted on below record their outcome in place, so the list stays current for pruning.
+	// Steps acted on record their outcome in place, so the list stays current for pruning.
 	defer r.pruneSteps(ctx, steps)
-	pending := pendingOf(steps)
-	if !app.IsCanary() {
-		for _, s := range pending {
-			r.refuse(ctx, ro, s, hubv1alpha1.ReasonInvalidStep, fmt.Sprintf("ServerlessApp %s rolls out all at once (spec.strategy.type AllAtOnce); RolloutSteps move canary rollouts only", app.Name))
-		}
-		ro.Status = status.AllAtOnce(ro.Status, app, r.clock().Now())
-		out = status.AllAtOnceOutcome(ro.Status, app)
-		return ctrl.Result{}, nil
-	}
-	c := &canary{r: r, ro: ro, app: app, now: r.clock().Now()}
-	out, result, retErr = c.reconcile(ctx, pending)
+	x := &execution{r: r, ro: ro, app: app, steps: steps}
+	out, result, retErr = x.run(ctx)
 	return result, retErr
 }
 
@@ -246,7 +237,7 @@ func (r *RolloutReconciler) setStep(ctx context.Context, ro *hubv1alpha1.Rollout
 
 // SetupWithManager registers the reconciler: Rollouts, their apps, their RolloutSteps, and the
 // reports that mention their apps.
-func (r *RolloutReconciler) SetupWithManager(mgr ctrl.Manager) error {
+func (r *RolloutReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &hubv1alpha1.RolloutStep{}, rolloutRefIndex,
 		func(o client.Object) []string { return []string{o.(*hubv1alpha1.RolloutStep).Spec.RolloutRef.Name} }); err != nil {
 		return err
@@ -262,9 +253,35 @@ func (r *RolloutReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: s.Namespace, Name: s.Spec.RolloutRef.Name}}}
 		}), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&hubv1alpha1.AnalysisTemplate{}, handler.EnqueueRequestsFromMapFunc(r.rolloutsOfNamespace),
-			builder.WithPredicates(predicate.GenerationChangedPredicate{}))
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// The rollout writes the app's branches: where it is placed decides which.
+		Watches(&hubv1alpha1.CellPlacement{}, handler.EnqueueRequestsFromMapFunc(r.rolloutsOfPlacement),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&hubv1alpha1.Cell{}, handler.EnqueueRequestsFromMapFunc(r.allRollouts),
+			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{})))
 	if r.Events != nil {
 		b = b.WatchesRawSource(source.Channel(r.Events, &handler.EnqueueRequestForObject{}))
 	}
-	return b.Named("rollout").Complete(r)
+	return b.WithOptions(controller.Options{MaxConcurrentReconciles: workers}).Named("rollout").Complete(r)
+}
+
+// rolloutsOfPlacement wakes the Rollouts of the apps a changed placement places (a Rollout
+// has its app's name); the ServerlessApp controller registers the index.
+func (r *RolloutReconciler) rolloutsOfPlacement(ctx context.Context, o client.Object) []reconcile.Request {
+	apps := &hubv1alpha1.ServerlessAppList{}
+	if err := r.List(ctx, apps, client.InNamespace(o.GetNamespace()), client.MatchingFields{placementRefIndex: o.GetName()}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Failed to list apps of placement", "placement", o.GetName())
+		return nil
+	}
+	return requestsOf(apps.Items)
+}
+
+// allRollouts wakes every Rollout: a Cell changed, and placements may select it or not.
+func (r *RolloutReconciler) allRollouts(ctx context.Context, _ client.Object) []reconcile.Request {
+	list := &hubv1alpha1.RolloutList{}
+	if err := r.List(ctx, list); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Failed to list rollouts")
+		return nil
+	}
+	return requestsOf(list.Items)
 }

@@ -45,7 +45,9 @@ import (
 // placementRefIndex indexes ServerlessApps by the CellPlacement they reference.
 const placementRefIndex = ".spec.placementRef.name"
 
-// ServerlessAppReconciler renders an app into the branch of every cell it is placed on.
+// ServerlessAppReconciler checks an app, renders it for every cell it is placed on to know what
+// each must run, creates its Rollout (which writes the branches), and says how the app stands.
+// On deletion it takes the app out of every branch.
 type ServerlessAppReconciler struct {
 	client.Client
 	Store    *gitstore.Store
@@ -126,7 +128,7 @@ func (r *ServerlessAppReconciler) reconcile(ctx context.Context, app *hubv1alpha
 		}
 		return outcome.Outcome{Kind: outcome.Retrying, Reason: hubv1alpha1.ReasonPlacementFailed, Message: err.Error()}, ctrl.Result{}, err
 	}
-	cells, res, err := resolvePlacement(ctx, r.Client, pl)
+	_, res, err := resolvePlacement(ctx, r.Client, pl)
 	if err != nil {
 		return r.fail(err)
 	}
@@ -138,56 +140,43 @@ func (r *ServerlessAppReconciler) reconcile(ctx context.Context, app *hubv1alpha
 	}
 	fp := fingerprint(app, pl, res.Cells)
 	if mark, ok := r.unchanged(client.ObjectKeyFromObject(app), fp); ok {
-		return r.summarize(app, res, mark.desired), ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
+		return r.summarize(ctx, app, res, mark.desired), ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
 	}
+	// The app's Rollout writes its cell branches (rollout.Decide); the app renders every placed
+	// cell only to check it and to know the revision each cell must run.
 	rendered, err := renderCells(app, pl, res)
 	if err != nil {
 		return r.fail(err)
 	}
-	key := cellbranch.AppKey{Namespace: app.Namespace, Name: app.Name}
-	sourceCommit := app.Annotations[hubv1alpha1.SourceCommitAnnotation]
-	result, err := r.Store.Apply(ctx, gitstore.Update{
-		Message:  fmt.Sprintf("Render %s revision %s to %d cells", key, render.AppRevision(app), len(rendered)),
-		Branches: allBranches(cells),
-		Prefixes: []string{hubv1alpha1.CellBranchPrefix},
-		Edit: func(branch string, files *gitstore.Tree) error {
-			if c, ok := rendered[branch]; ok {
-				if canary {
-					// The Rollout controller writes a canary app's placed cells.
-					return nil
-				}
-				return cellbranch.PutApp(files, c.meta, key, c.app, sourceCommit)
-			}
-			return cellbranch.RemoveApp(files, cellMetaOf(branch, cells), key)
-		},
-	})
-	if err != nil {
-		return r.fail(err)
-	}
-	AppRenders.WithLabelValues(app.Namespace, app.Name).Inc()
 	app.Status.Revision = render.AppRevision(app)
 	app.Status.CellCount = len(res.Cells)
 	app.Status.Cells = status.BoundedNames(res.Names())
-	app.Status.SourceCommit = sourceCommit
-	if len(result.Commits) > 0 {
-		r.Recorder.Eventf(app, corev1.EventTypeNormal, hubv1alpha1.ReasonRendered, "Committed revision %s to %d cell branches", app.Status.Revision, len(result.Commits))
-	}
+	app.Status.SourceCommit = app.Annotations[hubv1alpha1.SourceCommitAnnotation]
 	desired := make(map[string]string, len(res.Cells))
 	for _, c := range res.Cells {
 		desired[c.Name] = rendered[c.BranchName()].app.Revision
 	}
 	r.remember(client.ObjectKeyFromObject(app), fp, desired)
-	return r.summarize(app, res, desired), ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
+	return r.summarize(ctx, app, res, desired), ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
 }
 
 // summarize judges each placed cell's part of the app at the intake's last poll (which wakes
-// the app when a cell's staleness flips) and says how the app stands.
-func (r *ServerlessAppReconciler) summarize(app *hubv1alpha1.ServerlessApp, res *placement.Result, desired map[string]string) outcome.Outcome {
+// the app when a cell's staleness flips) and says how the app stands. A Rollout that cannot
+// write the app's branches (Git down, credentials refused, a render it cannot do) says so on
+// the app too: that is where people look first.
+func (r *ServerlessAppReconciler) summarize(ctx context.Context, app *hubv1alpha1.ServerlessApp, res *placement.Result, desired map[string]string) outcome.Outcome {
 	cells := intake.AppCells(app, res.Names(), r.Reports, r.Reports.PolledAt(), r.StaleAfter)
 	for i := range cells {
 		cells[i].DesiredRevision = desired[cells[i].Cell]
 	}
-	return status.App(app, res, cells)
+	out := status.App(app, res, cells)
+	ro := &hubv1alpha1.Rollout{}
+	if err := r.Get(ctx, client.ObjectKeyFromObject(app), ro); err == nil {
+		if trouble, ok := status.WriteTrouble(ro.Status.Conditions); ok {
+			return trouble
+		}
+	}
+	return out
 }
 
 func (r *ServerlessAppReconciler) unchanged(key types.NamespacedName, fp string) (renderMark, bool) {
@@ -347,6 +336,8 @@ func (r *ServerlessAppReconciler) SetupWithManager(mgr ctrl.Manager, workers int
 		Watches(&hubv1alpha1.Cell{}, handler.EnqueueRequestsFromMapFunc(r.allApps),
 			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
 		WatchesRawSource(source.Channel(r.Events, &handler.EnqueueRequestForObject{})).
+		// The app shows its Rollout's trouble writing the branches (status.WriteTrouble).
+		Owns(&hubv1alpha1.Rollout{}, builder.WithPredicates(writeTroubleChanged)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Named("serverlessapp").
 		Complete(r)
@@ -380,4 +371,22 @@ func requestsOf[T any, PT interface {
 		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(PT(&items[i]))})
 	}
 	return out
+}
+
+// writeTroubleChanged passes a Rollout update that changes what the app shows of its trouble
+// writing the branches: not every status change of an active canary.
+var writeTroubleChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, okOld := e.ObjectOld.(*hubv1alpha1.Rollout)
+		n, okNew := e.ObjectNew.(*hubv1alpha1.Rollout)
+		if !okOld || !okNew {
+			return false
+		}
+		was, had := status.WriteTrouble(o.Status.Conditions)
+		is, has := status.WriteTrouble(n.Status.Conditions)
+		return had != has || was != is
+	},
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
 }

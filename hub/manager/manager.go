@@ -119,7 +119,7 @@ func Setup(mgr ctrl.Manager, cfg Config) (*gitstore.Store, error) {
 		Client: mgr.GetClient(), APIReader: reader, Store: store, Recorder: events, Reports: reports, Events: in.Rollouts,
 		StaleAfter: cfg.StaleAfter, Resync: cfg.Resync,
 	}
-	if err := rollouts.SetupWithManager(mgr); err != nil {
+	if err := rollouts.SetupWithManager(mgr, cfg.Workers); err != nil {
 		return nil, fmt.Errorf("failed to set up the Rollout controller: %w", err)
 	}
 	return store, nil

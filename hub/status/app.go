@@ -4,6 +4,10 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/fluxcd/pkg/apis/meta"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	"github.com/cellsync/cellsync/controllers/outcome"
 	"github.com/cellsync/cellsync/hub/placement"
@@ -63,4 +67,24 @@ func names(cells []string) string {
 		return fmt.Sprintf("%s and %d more", strings.Join(cells[:most], ", "), len(cells)-most)
 	}
 	return strings.Join(cells, ", ")
+}
+
+// writeTroubles are the reasons a Rollout cannot write its app's cell branches.
+var writeTroubles = map[string]bool{
+	hubv1alpha1.ReasonGitAuthFailed: true, hubv1alpha1.ReasonGitPushFailed: true, hubv1alpha1.ReasonGitUnavailable: true,
+	hubv1alpha1.ReasonConflict: true, hubv1alpha1.ReasonLimitExceeded: true,
+}
+
+// WriteTrouble is the trouble a Rollout's conditions report with writing its app's cell
+// branches, as the app's outcome: Stalled when the Rollout is, retrying otherwise.
+func WriteTrouble(conds []metav1.Condition) (outcome.Outcome, bool) {
+	ready := apimeta.FindStatusCondition(conds, meta.ReadyCondition)
+	if ready == nil || ready.Status != metav1.ConditionFalse || !writeTroubles[ready.Reason] {
+		return outcome.Outcome{}, false
+	}
+	kind := outcome.Retrying
+	if apimeta.IsStatusConditionTrue(conds, meta.StalledCondition) {
+		kind = outcome.Stalled
+	}
+	return outcome.Outcome{Kind: kind, Reason: ready.Reason, Message: "The app's Rollout cannot write its cell branches: " + ready.Message}, true
 }

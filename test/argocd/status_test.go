@@ -248,14 +248,22 @@ func TestAllAtOnceRolloutStatusFunction(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			prev := hubv1alpha1.RolloutStatus{StableRevision: "web-00001"}
 			checkStable(t, lua, tt.health, tt.reason, func(now time.Time) judged {
-				app := &hubv1alpha1.ServerlessApp{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "team-a"}}
-				app.Status.Revision, app.Status.CellCount = "web-00002", 1
-				app.Status.CellStatuses = []hubv1alpha1.CellAppStatus{{Cell: "cell-1", DesiredRevision: "web-00002", Revision: "web-00002", Ready: tt.ready}}
+				app := &hubv1alpha1.ServerlessApp{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "team-a"},
+					Spec: hubv1alpha1.ServerlessAppSpec{Template: hubv1alpha1.RevisionTemplate{Image: "ghcr.io/acme/web:v2"}}}
+				rev := render.AppRevision(app)
+				app.Status.Revision, app.Status.CellCount = rev, 1
+				app.Status.CellStatuses = []hubv1alpha1.CellAppStatus{{Cell: "cell-1", DesiredRevision: rev, Revision: rev, Ready: tt.ready}}
 				ro := &hubv1alpha1.Rollout{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "team-a"}}
-				// Each computation starts from the status the first one wrote, as a controller does.
-				ro.Status = status.AllAtOnce(prev, app, t0)
-				ro.Status = status.AllAtOnce(ro.Status, app, now)
-				return judged{ro, status.AllAtOnceOutcome(ro.Status, app)}
+				// The engine starts the revision and judges it at t0 (one reconcile, two decisions),
+				// then judges it again at now, as a controller does.
+				in := rollout.Input{App: app, Placed: []*hubv1alpha1.Cell{{ObjectMeta: metav1.ObjectMeta{Name: "cell-1"}}},
+					Reports: reports(t0), StaleAfter: staleAfter, Now: t0, Poll: 5 * time.Second}
+				started := rollout.Decide(prev, in)
+				judged0 := rollout.Decide(started.Status, in)
+				in.Now = now
+				p := rollout.Decide(judged0.Status, in)
+				ro.Status = p.Status
+				return judged{ro, p.Outcome}
 			})
 		})
 	}
@@ -275,7 +283,7 @@ func TestCanaryRolloutStatusFunction(t *testing.T) {
 		paused               bool
 		pause                *hubv1alpha1.StepPause
 		passedAt             *time.Time
-		action               status.CanaryAction
+		action               rollout.Action
 		message              string
 		// pushedAt is when the step's commit was pushed (for the failure threshold); a minute
 		// before t0 unless set.
@@ -290,13 +298,13 @@ func TestCanaryRolloutStatusFunction(t *testing.T) {
 		{name: "stale under Wait", health: "Progressing", reason: hubv1alpha1.ReasonProgressing, entries: []intake.Entry{report("cell-1", "c2", t0.Add(-staleAfter), agentReady, webReport(true, false, "web-00002"))}, step: 1,
 			message: "No heartbeat since 2026-12-02T11:59:30Z"},
 		{name: "stale under Fail", health: "Degraded", reason: hubv1alpha1.ReasonAborted, entries: []intake.Entry{report("cell-1", "c2", t0.Add(-staleAfter), agentReady)}, policy: rollout.StaleFail, step: 1,
-			action: status.Abort, message: "Canary failed: cell-1: No heartbeat"},
+			action: rollout.ActAbort, message: "Canary failed: cell-1: No heartbeat"},
 		{name: "advancing", health: "Progressing", reason: hubv1alpha1.ReasonProgressing, entries: []intake.Entry{healthy}, step: 1, passedAt: &passed,
-			action: status.RequestNext, message: "Step 1/3 is healthy; advancing to step 2"},
+			action: rollout.ActRequestNext, message: "Step 1/3 is healthy; advancing to step 2"},
 		{name: "baking", health: "Progressing", reason: hubv1alpha1.ReasonProgressing, entries: []intake.Entry{healthy}, step: 1, pause: bake, passedAt: &passed,
 			message: "baking until 2026-12-02T12:04:00Z"},
 		{name: "baked", health: "Progressing", reason: hubv1alpha1.ReasonProgressing, entries: []intake.Entry{healthy}, step: 1, pause: bake, passedAt: &long,
-			action: status.RequestNext, message: "advancing to step 2"},
+			action: rollout.ActRequestNext, message: "advancing to step 2"},
 		{name: "awaiting approval", health: "Suspended", reason: hubv1alpha1.ReasonAwaitingApproval, entries: []intake.Entry{healthy}, step: 2, pause: approval, passedAt: &passed,
 			message: "waiting for approval: kubectl cells promote web -n team-a"},
 		{name: "paused while converging", health: "Suspended", reason: hubv1alpha1.ReasonPaused, entries: []intake.Entry{report("cell-1", "c1", t0, agentConverging)}, step: 1, paused: true,
@@ -304,9 +312,9 @@ func TestCanaryRolloutStatusFunction(t *testing.T) {
 		{name: "paused while healthy", health: "Suspended", reason: hubv1alpha1.ReasonPaused, entries: []intake.Entry{healthy}, step: 1, paused: true, passedAt: &passed,
 			message: "paused by a RolloutStep: resume or promote"},
 		{name: "last step passes", health: "Healthy", reason: hubv1alpha1.ReasonRolledOut, entries: []intake.Entry{healthy}, step: 3, passedAt: &passed,
-			action: status.Complete, message: "Revision web-00002 runs in every placed cell"},
+			action: rollout.ActComplete, message: "Revision web-00002 runs in every placed cell"},
 		{name: "failed past the threshold", health: "Degraded", reason: hubv1alpha1.ReasonAborted, entries: []intake.Entry{report("cell-1", "c2", t0, agentReady, webReport(false, true, ""))}, step: 1,
-			action: status.Abort, message: "Canary failed: cell-1: RevisionFailed", pushedAt: long},
+			action: rollout.ActAbort, message: "Canary failed: cell-1: RevisionFailed", pushedAt: long},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -318,7 +326,7 @@ func TestCanaryRolloutStatusFunction(t *testing.T) {
 				exp := []rollout.Expectation{{Cell: "cell-1", Commit: "c2", Since: pushed}}
 				gate := rollout.Judge("web", "team-a", exp, reports(now, tt.entries...), now,
 					rollout.Options{StaleAfter: staleAfter, Policy: tt.policy, FailureThreshold: 10 * time.Minute})
-				d := status.Canary(status.CanaryStep{App: "web", Namespace: "team-a", Revision: "web-00002", Step: tt.step, Steps: 3,
+				d := rollout.Next(rollout.StepFacts{App: "web", Namespace: "team-a", Revision: "web-00002", Step: tt.step, Steps: 3,
 					Gate: gate, Paused: tt.paused, Pause: tt.pause, PassedAt: tt.passedAt}, now, 5*time.Second)
 				if d.Action != tt.action {
 					t.Errorf("action %d, want %d", d.Action, tt.action)
@@ -337,8 +345,8 @@ func TestCanaryRolloutStatusFunction(t *testing.T) {
 	}
 
 	// A bake ends at a time: judged again after it, the step advances without an event.
-	d := status.Canary(status.CanaryStep{Step: 1, Steps: 3, Gate: rollout.Gate{Complete: true}, Pause: bake, PassedAt: &passed}, t0, 5*time.Second)
-	if d.Action != status.Wait || d.RecheckAfter != 4*time.Minute {
+	d := rollout.Next(rollout.StepFacts{Step: 1, Steps: 3, Gate: rollout.Gate{Complete: true}, Pause: bake, PassedAt: &passed}, t0, 5*time.Second)
+	if d.Action != rollout.ActWait || d.RecheckAfter != 4*time.Minute {
 		t.Errorf("baking: action %d, recheck after %s; want to wait 4m", d.Action, d.RecheckAfter)
 	}
 
@@ -355,7 +363,7 @@ func TestCanaryRolloutStatusFunction(t *testing.T) {
 				checkStable(t, lua, tt.health, tt.reason, func(time.Time) judged {
 					ro := &hubv1alpha1.Rollout{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "team-a"}}
 					ro.Status.Phase, ro.Status.Message = tt.phase, "what happened"
-					return judged{ro, status.CanaryAtRest(ro.Status, tt.held)}
+					return judged{ro, rollout.AtRest(ro.Status, tt.held)}
 				})
 			})
 		}

@@ -1,11 +1,10 @@
-package status
+package rollout
 
 import (
 	"testing"
 
 	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
-	"github.com/cellsync/cellsync/hub/rollout"
 )
 
 func TestAnalyses(t *testing.T) {
@@ -35,7 +34,7 @@ func TestAnalyses(t *testing.T) {
 			map[string]agentv1alpha1.AnalysisReport{"a": report("Passed!")}, hubv1alpha1.AnalysisRunning},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			got := Analyses(tt.cells, rollout.Gate{Analyses: tt.reports})
+			got := Analyses(tt.cells, Gate{Analyses: tt.reports})
 			if got != tt.want {
 				t.Fatalf("step's analysis %q, want %q", got, tt.want)
 			}
