@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 
@@ -98,4 +99,87 @@ func TestListingCostsTheSameAtAnyFleetSize(t *testing.T) {
 		t.Errorf("the v0 fallback moved only %d bytes: is it really the full advertisement?", bytes)
 	}
 	t.Logf("v0 fallback: %d bytes", bytes)
+}
+
+// A heartbeat costs the same at any fleet size when reports go to a status repository of their
+// own: a push pays for every ref of the repository it goes to (receive-pack advertises them all,
+// in any protocol version), so with 10,000 cells in the fleet repository and the status refs in
+// shards of 64 cells, a report push moves under 8 KB; the same push into the fleet repository
+// moves every one of its refs.
+func TestReportPushCostsTheSameAtAnyFleetSize(t *testing.T) {
+	srv, err := testenv.StartGitServer("u", "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	fleet, err := srv.CreateRepo("gitops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shard, err := srv.CreateRepo("status-17")
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+	for _, args := range [][]string{{"init", "-q"}, {"commit", "-q", "--allow-empty", "-m", "seed"}} {
+		if _, err := testenv.Git(work, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seed, err := testenv.Git(work, "rev-parse", "HEAD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fill := func(repo string, refs func(w *strings.Builder)) {
+		t.Helper()
+		if _, err := testenv.Git(work, "push", "-q", srv.AuthURL(repo), "HEAD:refs/heads/seed"); err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		refs(&b)
+		cmd := exec.Command("git", "update-ref", "--stdin")
+		cmd.Dir = srv.RepoDir(repo)
+		cmd.Stdin = strings.NewReader(b.String())
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("update-ref: %v: %s", err, out)
+		}
+	}
+	// The fleet: 10,000 cell branches and, as single-repository installs have them, 10,000
+	// status refs. The shard: the status refs of its other 63 cells.
+	fill("gitops", func(w *strings.Builder) {
+		for i := range 10_000 {
+			fmt.Fprintf(w, "create refs/heads/cells/c-%05d %s\ncreate refs/heads/status/c-%05d %s\n", i, seed, i, seed)
+		}
+	})
+	fill("status-17", func(w *strings.Builder) {
+		for i := range 63 {
+			fmt.Fprintf(w, "create refs/heads/status/c-%05d %s\n", 17+157*i, seed)
+		}
+	})
+	auth := &githttp.BasicAuth{Username: "u", Password: "p"}
+	report := []byte("apiVersion: agent.cellsync.io/v1alpha1\nkind: StatusReport\ncell: c-09908\n")
+	push := func(url string, at int) int64 {
+		t.Helper()
+		before := srv.Requests()
+		if _, err := source.PushReport(context.Background(), url, auth, "status/c-09908", "status.yaml", report, time.Unix(int64(1_800_000_000+at), 0), nil); err != nil {
+			t.Fatal(err)
+		}
+		after := srv.Requests()
+		return after.BytesOut - before.BytesOut + after.BytesIn - before.BytesIn
+	}
+	for i := range 3 {
+		if bytes := push(shard, i); bytes > 8*1024 {
+			t.Errorf("heartbeat %d into the status shard moved %d bytes; want at most 8 KB", i+1, bytes)
+		} else {
+			t.Logf("heartbeat %d into a status shard of 64 cells: %d bytes", i+1, bytes)
+		}
+	}
+	if got, err := testenv.Git(srv.RepoDir("status-17"), "rev-list", "--count", "status/c-09908"); err != nil || got != "1" {
+		t.Fatalf("the report ref must hold one orphan commit, got %q (%v)", got, err)
+	}
+	bytes := push(fleet, 9)
+	if bytes < 500_000 {
+		t.Errorf("a push into the fleet repository moved only %d bytes: is every ref really advertised?", bytes)
+	}
+	t.Logf("heartbeat into the fleet repository (20,000 refs): %d bytes", bytes)
 }

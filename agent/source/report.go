@@ -13,14 +13,29 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/go-git/go-git/v5/storage/memory"
 
 	"github.com/cellsync/cellsync/controllers/gitauth"
 )
 
 // PushReport writes content as the only file of an orphan commit, signed when signer is set,
-// and force-pushes it to branch: the report ref never grows history.
-func (r *Repo) PushReport(ctx context.Context, auth transport.AuthMethod, branch, file string, content []byte, now time.Time, signer *openpgp.Entity) (string, error) {
-	s := r.repo.Storer
+// and force-pushes it to branch of the repository at url: the report ref never grows history.
+// The commit is built in an empty in-memory clone that is dropped after the push, so nothing
+// accumulates between reports and nothing of the cell branch's mirror is read: url may be the
+// cell branch's repository or a status repository of its own.
+func PushReport(ctx context.Context, url string, auth transport.AuthMethod, branch, file string, content []byte, now time.Time, signer *openpgp.Entity) (string, error) {
+	if err := gitauth.CheckURL(url); err != nil {
+		return "", err
+	}
+	repo, err := git.Init(memory.NewStorage(), nil)
+	if err != nil {
+		return "", err
+	}
+	remote, err := repo.CreateRemote(&config.RemoteConfig{Name: remoteName, URLs: []string{url}})
+	if err != nil {
+		return "", fmt.Errorf("invalid status URL %q: %w", gitauth.RedactURL(url), err)
+	}
+	s := repo.Storer
 	blob := s.NewEncodedObject()
 	blob.SetType(plumbing.BlobObject)
 	w, err := blob.Writer()
@@ -62,9 +77,9 @@ func (r *Repo) PushReport(ctx context.Context, auth transport.AuthMethod, branch
 		return "", err
 	}
 	spec := config.RefSpec(fmt.Sprintf("+%s:refs/heads/%s", commit, branch))
-	err = r.remote.PushContext(ctx, &git.PushOptions{RemoteName: remoteName, RefSpecs: []config.RefSpec{spec}, Auth: auth, Force: true})
+	err = remote.PushContext(ctx, &git.PushOptions{RemoteName: remoteName, RefSpecs: []config.RefSpec{spec}, Auth: auth, Force: true})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return "", gitauth.Classify(err, r.url)
+		return "", gitauth.Classify(err, url)
 	}
 	return commit.String(), nil
 }

@@ -408,6 +408,11 @@ func (r *CellSyncReconciler) repoFor(cs *agentv1alpha1.CellSync, st *syncState) 
 }
 
 func (r *CellSyncReconciler) auth(ctx context.Context, cs *agentv1alpha1.CellSync) (transport.AuthMethod, error) {
+	return r.authFor(ctx, cs, cs.Spec.URL)
+}
+
+// authFor is the CellSync's credentials for url (its repository, or its status repository).
+func (r *CellSyncReconciler) authFor(ctx context.Context, cs *agentv1alpha1.CellSync, url string) (transport.AuthMethod, error) {
 	if cs.Spec.SecretRef == nil {
 		return nil, nil
 	}
@@ -415,7 +420,7 @@ func (r *CellSyncReconciler) auth(ctx context.Context, cs *agentv1alpha1.CellSyn
 	if err := r.Get(ctx, client.ObjectKey{Namespace: cs.Namespace, Name: cs.Spec.SecretRef.Name}, s); err != nil {
 		return nil, fmt.Errorf("failed to read the Git credentials Secret %q: %w", cs.Spec.SecretRef.Name, err)
 	}
-	return gitauth.AuthFromSecret(s, cs.Spec.URL)
+	return gitauth.AuthFromSecret(s, url)
 }
 
 func (r *CellSyncReconciler) trustedKeys(ctx context.Context, cs *agentv1alpha1.CellSync) ([]string, error) {

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 	"github.com/cellsync/cellsync/test/testenv"
@@ -164,4 +165,34 @@ func requestReconcile(t *testing.T, cs *agentv1alpha1.CellSync) {
 	waitCS(t, cs, func(g Gomega, got *agentv1alpha1.CellSync) {
 		g.Expect(got.Status.LastHandledReconcileAt).To(Equal(token))
 	})
+}
+
+// With spec.statusURL the agent pushes its reports to a status repository of its own (a small
+// one, so a push does not pay for every ref of the fleet), and none to the cell branch's.
+func TestReportsGoToTheStatusRepository(t *testing.T) {
+	g := NewWithT(t)
+	newNamespace(t, "apps-status")
+	cell := hubCell("c-status", "apps-status")
+	head := publish(t, "cells/c-status", nil, putApps(cell, hubApp("hello", "ghcr.io/acme/hello:v1")))
+	statusURL, err := gitServer.CreateRepo("status-shard-7")
+	g.Expect(err).NotTo(HaveOccurred())
+	cs := newCellSync(agentNamespace, "c-status", "c-status", []string{"apps-status"}, func(cs *agentv1alpha1.CellSync) {
+		cs.Spec.StatusURL = statusURL
+	})
+	create(t, cs)
+	waitApplied(t, cs, head)
+	g.Eventually(func(g Gomega) {
+		out, err := testenv.Git(gitServer.RepoDir("status-shard-7"), "show", "status/c-status:status.yaml")
+		g.Expect(err).NotTo(HaveOccurred())
+		rep := &agentv1alpha1.StatusReport{}
+		g.Expect(yaml.Unmarshal([]byte(out), rep)).To(Succeed())
+		g.Expect(rep.Cell).To(Equal("c-status"))
+		g.Expect(rep.AppliedCommit).To(Equal(head))
+	}, timeout, poll).Should(Succeed())
+	// Heartbeats keep going there, each an orphan commit, and never to the cell branch's repository.
+	g.Eventually(func() (string, error) {
+		return testenv.Git(gitServer.RepoDir("status-shard-7"), "rev-list", "--count", "status/c-status")
+	}, timeout, poll).Should(Equal("1"))
+	_, err = gitOut("rev-parse", "--verify", "-q", "refs/heads/status/c-status")
+	g.Expect(err).To(HaveOccurred(), "no report may reach the cell branch's repository")
 }

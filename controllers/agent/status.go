@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/cellsync/cellsync/agent/apply"
+	"github.com/cellsync/cellsync/agent/source"
 	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 	"github.com/cellsync/cellsync/controllers/outcome"
 )
@@ -84,9 +85,17 @@ func (r *CellSyncReconciler) report(ctx context.Context, cs *agentv1alpha1.CellS
 		r.Recorder.Eventf(cs, corev1.EventTypeWarning, agentv1alpha1.ReasonReportKeyInvalid, "Status report not pushed: %s", err)
 		return
 	}
+	url := cs.StatusURLOrDefault()
+	if url != cs.Spec.URL {
+		// A status repository of its own may take other credentials (an SSH key for ssh://).
+		if auth, err = r.authFor(ctx, cs, url); err != nil {
+			ctrl.LoggerFrom(ctx).Info("Not pushing the status report: no credentials for spec.statusURL", "error", err.Error())
+			return
+		}
+	}
 	rep.HeartbeatTime = metav1.NewTime(now.UTC().Truncate(time.Second))
 	body, _ = yaml.Marshal(rep)
-	if _, err := st.repo.PushReport(ctx, auth, cs.StatusBranch(), agentv1alpha1.StatusReportFile, body, now, signer); err != nil {
+	if _, err := source.PushReport(ctx, url, auth, cs.StatusBranch(), agentv1alpha1.StatusReportFile, body, now, signer); err != nil {
 		ctrl.LoggerFrom(ctx).Info("Failed to push the status report; retrying on the next wake-up", "error", err.Error())
 		return
 	}

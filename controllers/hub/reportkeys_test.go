@@ -36,8 +36,6 @@ func TestReportsSignedByAnotherCellAreIgnored(t *testing.T) {
 	}
 	g.Expect(k8s.Create(context.Background(), cell)).To(Succeed())
 
-	repo, err := source.Open(t.TempDir(), repoURL, "unused")
-	g.Expect(err).NotTo(HaveOccurred())
 	push := func(message string, signer *openpgp.Entity) string {
 		rep := agentv1alpha1.StatusReport{
 			APIVersion: agentv1alpha1.GroupVersion.String(), Kind: agentv1alpha1.StatusReportKind,
@@ -46,7 +44,7 @@ func TestReportsSignedByAnotherCellAreIgnored(t *testing.T) {
 		}
 		b, err := yaml.Marshal(rep)
 		g.Expect(err).NotTo(HaveOccurred())
-		commit, err := repo.PushReport(context.Background(), &githttp.BasicAuth{Username: gitUser, Password: gitPassword},
+		commit, err := source.PushReport(context.Background(), repoURL, &githttp.BasicAuth{Username: gitUser, Password: gitPassword},
 			agentv1alpha1.StatusRefPrefix+cell.Name, agentv1alpha1.StatusReportFile, b, time.Now(), signer)
 		g.Expect(err).NotTo(HaveOccurred())
 		return commit

@@ -381,7 +381,7 @@ func (s *Store) visitList(u Update, heads map[string]plumbing.Hash) []string {
 // refresh lists the remote's branches (one ref listing) and fetches the wanted ones whose head
 // is not known locally. It returns wanted branch → head.
 func (s *Store) refresh(ctx context.Context, auth transport.AuthMethod, want func(branch string) bool) (map[string]plumbing.Hash, error) {
-	heads, refused, err := s.refreshPrefix(ctx, auth, "", want)
+	heads, refused, err := s.refreshPrefix(ctx, auth, "", want, nil)
 	if err == nil {
 		err = refusedError(refused)
 	}
@@ -391,8 +391,9 @@ func (s *Store) refresh(ctx context.Context, auth transport.AuthMethod, want fun
 // refreshPrefix is refresh for the branches whose names start with prefix: over HTTP(S) only
 // those are listed (Git protocol v2's ls-refs with a ref-prefix, where the server speaks it).
 // Wanted branches whose head is refused for its size, now or before (a head is not fetched again
-// until it moves), are left out of heads and returned in refused.
-func (s *Store) refreshPrefix(ctx context.Context, auth transport.AuthMethod, prefix string, want func(branch string) bool) (map[string]plumbing.Hash, map[string]refusal, error) {
+// until it moves), are left out of heads and returned in refused; so are branches whose head the
+// caller knows already (known returns true; nil means none).
+func (s *Store) refreshPrefix(ctx context.Context, auth transport.AuthMethod, prefix string, want func(branch string) bool, known func(branch, head string) bool) (map[string]plumbing.Hash, map[string]refusal, error) {
 	refs, err := s.list(ctx, auth, prefix)
 	if err != nil && !errors.Is(err, transport.ErrEmptyRemoteRepository) {
 		return nil, nil, classify(err, s.opts.URL)
@@ -413,6 +414,9 @@ func (s *Store) refreshPrefix(ctx context.Context, auth transport.AuthMethod, pr
 			continue
 		}
 		delete(s.refused, branch)
+		if known != nil && known(branch, r.Hash().String()) {
+			continue
+		}
 		heads[branch] = r.Hash()
 		if s.repo.Storer.HasEncodedObject(r.Hash()) != nil {
 			fetch = append(fetch, config.RefSpec("+"+r.Name().String()+":"+remoteRef(branch).String()))
@@ -542,10 +546,15 @@ func (s *Store) ReadFiles(ctx context.Context, prefix, file string, known func(b
 	if err != nil {
 		return nil, &ConfigError{Err: err}
 	}
-	heads, refused, err := s.refreshPrefix(ctx, auth, prefix, func(b string) bool { return strings.HasPrefix(b, prefix) })
+	heads, refused, err := s.refreshPrefix(ctx, auth, prefix, func(b string) bool { return strings.HasPrefix(b, prefix) }, nil)
 	if err != nil {
 		return nil, err
 	}
+	return s.readEach(heads, refused, prefix, file, known)
+}
+
+// readEach reads file from each head (a known one is skipped), and names the refused ones.
+func (s *Store) readEach(heads map[string]plumbing.Hash, refused map[string]refusal, prefix, file string, known func(branch, commit string) bool) (map[string]BranchFile, error) {
 	out := map[string]BranchFile{}
 	for branch, rf := range refused {
 		out[branch] = BranchFile{Commit: rf.head.String(), Refused: rf.message}
@@ -631,7 +640,7 @@ func (s *Store) ReadBranch(ctx context.Context, branch, prefix string) (string, 
 	if err != nil {
 		return "", nil, &ConfigError{Err: err}
 	}
-	heads, refused, err := s.refreshPrefix(ctx, auth, branch, func(b string) bool { return b == branch })
+	heads, refused, err := s.refreshPrefix(ctx, auth, branch, func(b string) bool { return b == branch }, nil)
 	if err == nil {
 		err = refusedError(refused)
 	}

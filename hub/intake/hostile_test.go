@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/cellsync/cellsync/agent/source"
 	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	"github.com/cellsync/cellsync/hub/intake"
@@ -23,13 +24,13 @@ import (
 // more until the ref moves, and reads every other cell's report as usual.
 func TestPollRefusesAHugeStatusRef(t *testing.T) {
 	env := newHubAndAgent(t)
-	srv, store, repo, auth := env.srv, env.store, env.repo, env.auth
+	srv, store, url, auth := env.srv, env.store, env.url, env.auth
 	ctx := context.Background()
 	report := func(cell string) {
 		t.Helper()
 		b, _ := yaml.Marshal(agentv1alpha1.StatusReport{APIVersion: agentv1alpha1.GroupVersion.String(), Kind: agentv1alpha1.StatusReportKind,
 			Cell: cell, HeartbeatTime: metav1.NewTime(time.Now().Truncate(time.Second))})
-		if _, err := repo.PushReport(ctx, auth, agentv1alpha1.StatusRefPrefix+cell, agentv1alpha1.StatusReportFile, b, time.Now(), nil); err != nil {
+		if _, err := source.PushReport(ctx, url, auth, agentv1alpha1.StatusRefPrefix+cell, agentv1alpha1.StatusReportFile, b, time.Now(), nil); err != nil {
 			t.Fatal(err)
 		}
 	}

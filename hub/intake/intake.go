@@ -4,6 +4,8 @@
 package intake
 
 import (
+	"maps"
+	"slices"
 	"context"
 	"errors"
 	"fmt"
@@ -115,7 +117,15 @@ func (r *Reports) Put(cell string, e Entry) (previous Entry, had bool) {
 
 // Intake polls the status refs.
 type Intake struct {
-	Store    *gitstore.Store
+	// Store reads the status refs of the hub's own repository. It should be a store of its own,
+	// not the one that writes cell branches: reads then never wait on a write's lock.
+	Store *gitstore.Store
+	// StatusRepos names the other repositories cells report to (a Cell's spec.statusURL), each
+	// with its cells; nil means none. A cell's report is read only from its own repository.
+	StatusRepos func(ctx context.Context) (map[string][]string, error)
+	// StoreFor opens the store that reads a status repository.
+	StoreFor func(url string) (*gitstore.Store, error)
+
 	Reports  *Reports
 	Interval time.Duration
 	// StaleAfter is the hub's heartbeat threshold. A report that only renews a fresh heartbeat
@@ -138,6 +148,55 @@ type Intake struct {
 	stale map[string]bool
 	// woken are the cells this poll has woken already.
 	woken map[string]bool
+	// stores are the open stores of the status repositories, by URL.
+	stores map[string]*gitstore.Store
+}
+
+// source is one repository a poll reads reports from, and the cells it reads there.
+type source struct {
+	url   string
+	store *gitstore.Store
+	// mine says whether a cell reports to this repository.
+	mine func(cell string) bool
+}
+
+// sources are the repositories to read this poll: the hub's own for every cell that reports
+// there, and each status repository for its cells.
+func (i *Intake) sources(ctx context.Context) ([]source, error) {
+	var repos map[string][]string
+	if i.StatusRepos != nil {
+		var err error
+		if repos, err = i.StatusRepos(ctx); err != nil {
+			return nil, err
+		}
+	}
+	elsewhere := map[string]bool{}
+	var out []source
+	urls := slices.Sorted(maps.Keys(repos))
+	for _, url := range urls {
+		if i.stores == nil {
+			i.stores = map[string]*gitstore.Store{}
+		}
+		store := i.stores[url]
+		if store == nil {
+			var err error
+			if store, err = i.StoreFor(url); err != nil {
+				return nil, fmt.Errorf("status repository %s: %w", gitauth.RedactURL(url), err)
+			}
+			i.stores[url] = store
+		}
+		cells := map[string]bool{}
+		for _, c := range repos[url] {
+			cells[c], elsewhere[c] = true, true
+		}
+		out = append(out, source{url: url, store: store, mine: func(c string) bool { return cells[c] }})
+	}
+	for url := range i.stores {
+		if _, ok := repos[url]; !ok {
+			delete(i.stores, url) // no cell reports there any more
+		}
+	}
+	return append([]source{{store: i.Store, mine: func(c string) bool { return !elsewhere[c] }}}, out...), nil
 }
 
 // New returns an intake with buffered event channels.
@@ -174,10 +233,43 @@ func (i *Intake) Poll(ctx context.Context) {
 	}
 	now := i.now()
 	i.woken = map[string]bool{}
-	// A report is judged once per commit and set of keys; reports judged before are not read.
+	sources, err := i.sources(ctx)
+	if err != nil {
+		log.Info("Failed to list the status repositories; retrying at the next poll", "error", err.Error())
+		return
+	}
+	complete := true
+	for _, src := range sources {
+		if err := i.read(ctx, src, now); err != nil {
+			// Staleness stays as the last complete poll judged it: the hub cannot tell.
+			log.Info("Failed to read status reports; retrying at the next poll", "repository", gitauth.RedactURL(src.url), "error", err.Error())
+			complete = false
+		}
+	}
+	if !complete {
+		return
+	}
+	i.Reports.Polled(now)
+	i.Reports.each(func(cell string, e Entry) {
+		stale := View(e, true, now, i.StaleAfter).Stale
+		if stale != i.stale[cell] {
+			i.stale[cell] = stale
+			i.wakeCell(cell)
+			i.wakeApps(e.Report)
+		}
+	})
+}
+
+// read reads the reports that moved in one repository: a head already judged (with the cell's
+// keys of now) and a cell that reports elsewhere are neither fetched nor read.
+func (i *Intake) read(ctx context.Context, src source, now time.Time) error {
+	log := ctrl.LoggerFrom(ctx).WithName("intake")
 	keysOf := map[string][]string{}
 	known := func(branch, commit string) bool {
 		cell := strings.TrimPrefix(branch, agentv1alpha1.StatusRefPrefix)
+		if !src.mine(cell) {
+			return true
+		}
 		keys, err := i.keys(ctx, cell)
 		if err != nil {
 			log.Info("Failed to read the cell's report keys; retrying at the next poll", "cell", cell, "error", err.Error())
@@ -186,11 +278,9 @@ func (i *Intake) Poll(ctx context.Context) {
 		keysOf[cell] = keys
 		return i.checked[cell] == judged(commit, keys)
 	}
-	files, err := i.Store.ReadFiles(ctx, agentv1alpha1.StatusRefPrefix, agentv1alpha1.StatusReportFile, known)
+	files, err := src.store.ReadMoved(ctx, agentv1alpha1.StatusRefPrefix, agentv1alpha1.StatusReportFile, known)
 	if err != nil {
-		// Staleness stays as the last complete poll judged it: the hub cannot tell.
-		log.Info("Failed to read status reports; retrying at the next poll", "error", err.Error())
-		return
+		return err
 	}
 	for branch, f := range files {
 		cell := strings.TrimPrefix(branch, agentv1alpha1.StatusRefPrefix)
@@ -230,15 +320,7 @@ func (i *Intake) Poll(ctx context.Context) {
 		}
 		i.wakeApps(prev.Report, rep)
 	}
-	i.Reports.Polled(now)
-	i.Reports.each(func(cell string, e Entry) {
-		stale := View(e, true, now, i.StaleAfter).Stale
-		if stale != i.stale[cell] {
-			i.stale[cell] = stale
-			i.wakeCell(cell)
-			i.wakeApps(e.Report)
-		}
-	})
+	return nil
 }
 
 // refuse names a status ref whose head the store refused for its size, once per head.

@@ -42,7 +42,7 @@ func drain(ch chan event.GenericEvent) int {
 type hubAndAgent struct {
 	srv   *testenv.GitServer
 	store *gitstore.Store
-	repo  *source.Repo
+	url   string
 	auth  *githttp.BasicAuth
 }
 
@@ -64,16 +64,12 @@ func newHubAndAgent(t *testing.T) hubAndAgent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	repo, err := source.Open(t.TempDir(), url, "unused")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return hubAndAgent{srv: srv, store: store, repo: repo, auth: auth}
+	return hubAndAgent{srv: srv, store: store, url: url, auth: auth}
 }
 
 func TestPollWakesAppsOnlyForNews(t *testing.T) {
 	env := newHubAndAgent(t)
-	store, repo, auth := env.store, env.repo, env.auth
+	store, url, auth := env.store, env.url, env.auth
 	const staleAfter = time.Minute
 	reports := intake.NewReports()
 	in := intake.New(store, reports, time.Second)
@@ -92,7 +88,7 @@ func TestPollWakesAppsOnlyForNews(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := repo.PushReport(ctx, auth, agentv1alpha1.StatusRefPrefix+"c1", agentv1alpha1.StatusReportFile, b, heartbeat, nil); err != nil {
+		if _, err := source.PushReport(ctx, url, auth, agentv1alpha1.StatusRefPrefix+"c1", agentv1alpha1.StatusReportFile, b, heartbeat, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -81,8 +81,35 @@ func Setup(mgr ctrl.Manager, cfg Config) (*gitstore.Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The intake reads status refs through stores of its own: its reads never wait on a write,
+	// and what it fetches is dropped after each poll.
+	statusStore := func(url string) (*gitstore.Store, error) {
+		c := cfg
+		c.GitURL, c.SigningSecret = url, "" // reads sign nothing
+		return gitstore.New(gitstore.Options{URL: url, Credentials: func(ctx context.Context) (transport.AuthMethod, *openpgp.Entity, error) {
+			return credentials(ctx, reader, c)
+		}})
+	}
+	own, err := statusStore(cfg.GitURL)
+	if err != nil {
+		return nil, err
+	}
 	reports := intake.NewReports()
-	in := intake.New(store, reports, cfg.StatusInterval)
+	in := intake.New(own, reports, cfg.StatusInterval)
+	in.StoreFor = statusStore
+	in.StatusRepos = func(ctx context.Context) (map[string][]string, error) {
+		cells := &hubv1alpha1.CellList{}
+		if err := mgr.GetClient().List(ctx, cells); err != nil {
+			return nil, err
+		}
+		out := map[string][]string{}
+		for _, c := range cells.Items {
+			if c.Spec.StatusURL != "" && c.Spec.StatusURL != cfg.GitURL {
+				out[c.Spec.StatusURL] = append(out[c.Spec.StatusURL], c.Name)
+			}
+		}
+		return out, nil
+	}
 	in.StaleAfter = cfg.StaleAfter
 	in.Keys = func(ctx context.Context, cell string) ([]string, error) {
 		c := &hubv1alpha1.Cell{}

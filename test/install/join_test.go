@@ -59,7 +59,13 @@ func TestJoin(t *testing.T) {
 	if inContainers {
 		agentImage = image(t, "agent")
 	}
-	base := []string{"join", "cell-1", "--kubeconfig", member.Kubeconfig, "--hub-kubeconfig", hub.Kubeconfig,
+	// The cell reports to a status repository of its own (a shard), as a large fleet does: the
+	// cell turns Ready on the hub only when the hub reads its reports there.
+	statusURL, err := git.CreateRepo("status-shard-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"join", "cell-1", "--kubeconfig", member.Kubeconfig, "--hub-kubeconfig", hub.Kubeconfig, "--status-url", statusURL,
 		"--namespaces", cellNS, "--git-url", repoURL, "--git-username", testenv.WorldGitUser, "--git-password-file", pw,
 		"--member-cluster", "member-1", "--cell-labels", hubv1alpha1.LabelEnv + "=demo", "--interval", "2s", "--heartbeat-interval", "1s",
 		"--agent-image", agentImage, "--sign-reports", "--prometheus-address", "http://127.0.0.1:9090"}
@@ -92,6 +98,7 @@ func TestJoin(t *testing.T) {
 		{"password in the URL", with("--git-url", strings.Replace(repoURL, "http://", "http://u:secret@", 1)), "password"},
 		{"bad cell name", append([]string{"join", "Cell_1"}, base[2:]...), "not a valid cell name"},
 		{"a Prometheus address that is no URL", with("--prometheus-address", "prometheus:9090"), `--prometheus-address "prometheus:9090" is not an http(s) URL`},
+		{"an unreachable status repository", with("--status-url", "http://127.0.0.1:1/status.git"), "--status-url: cannot list the repository http://127.0.0.1:1/status.git"},
 	} {
 		out, err := kubectlCells(t, bad.args...)
 		if err == nil {
@@ -179,6 +186,16 @@ func TestJoin(t *testing.T) {
 	}
 	if a := cs.Spec.Analysis; a == nil || a.Prometheus == nil || a.Prometheus.Address != "http://127.0.0.1:9090" {
 		t.Errorf("the CellSync's analysis is %+v, want the Prometheus join was given", a)
+	}
+	// --status-url: the agent's reports are in the status repository, none in the fleet's.
+	if cs.Spec.StatusURL != statusURL || cell.Spec.StatusURL != statusURL {
+		t.Errorf("the CellSync's statusURL is %q and the Cell's %q, want %s", cs.Spec.StatusURL, cell.Spec.StatusURL, statusURL)
+	}
+	if heads, err := git.BranchHeads("status-shard-1", "status/"); err != nil || heads["status/cell-1"] == "" {
+		t.Errorf("no report of cell-1 in the status repository: %v %v", heads, err)
+	}
+	if heads, err := git.BranchHeads("gitops", "status/"); err != nil || len(heads) != 0 {
+		t.Errorf("reports reached the fleet repository: %v %v", heads, err)
 	}
 	// --sign-reports: the Cell trusts one key, and the agent's reports are signed with it.
 	if len(cell.Spec.ReportKeys) != 1 {

@@ -38,6 +38,15 @@ type CellSyncSpec struct {
 	// +kubebuilder:validation:Pattern=`^(http|https|ssh|file)://.*$|^[^@/]+@[^:]+:.*$`
 	URL string `json:"url"`
 
+	// StatusURL is the repository the agent pushes its reports to (status/<cell>), when not
+	// url; the same credentials are used. A push pays for every ref of its repository, so a
+	// large fleet keeps status refs in small repositories sharded by cell. The hub must be told
+	// the same (the Cell's spec.statusURL); kubectl cells join --status-url sets both.
+	// +kubebuilder:validation:Pattern=`^(http|https|ssh|file)://.*$|^[^@/]+@[^:]+:.*$`
+	// +kubebuilder:validation:MaxLength=2048
+	// +optional
+	StatusURL string `json:"statusURL,omitempty"`
+
 	// Branch to apply; default cells/<cell>.
 	// +optional
 	Branch string `json:"branch,omitempty"`
@@ -236,6 +245,14 @@ func (c *CellSync) BranchName() string {
 
 // StatusBranch is where the agent reports.
 func (c *CellSync) StatusBranch() string { return StatusRefPrefix + c.Spec.Cell }
+
+// StatusURLOrDefault is the repository reports go to: spec.statusURL, or spec.url.
+func (c *CellSync) StatusURLOrDefault() string {
+	if c.Spec.StatusURL != "" {
+		return c.Spec.StatusURL
+	}
+	return c.Spec.URL
+}
 
 // IntervalOrDefault is spec.interval, or one minute.
 func (c *CellSync) IntervalOrDefault() time.Duration {

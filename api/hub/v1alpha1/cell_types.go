@@ -52,6 +52,16 @@ type CellSpec struct {
 	// +kubebuilder:validation:items:MaxLength=16384
 	// +optional
 	ReportKeys []string `json:"reportKeys,omitempty"`
+
+	// StatusURL is the repository the cell's agent pushes its reports to (its CellSync's
+	// spec.statusURL), when not the hub's own. A report push pays for every ref of the
+	// repository it goes to, so a large fleet keeps its status refs in small repositories of
+	// their own, sharded by cell. The hub reads status/<cell> for this cell only there, with its
+	// Git credentials.
+	// +kubebuilder:validation:Pattern=`^(http|https|ssh|file)://.*$|^[^@/]+@[^:]+:.*$`
+	// +kubebuilder:validation:MaxLength=2048
+	// +optional
+	StatusURL string `json:"statusURL,omitempty"`
 }
 
 // CellStatus is what the hub knows of a cell.

@@ -61,7 +61,7 @@ const (
 
 type joinOptions struct {
 	namespaces                   []string
-	gitURL, branch               string
+	gitURL, branch, statusURL    string
 	gitUsername, gitPasswordFile string
 	gitTokenFile                 string
 	sshKeyFile, knownHostsFile   string
@@ -102,6 +102,7 @@ on any error nothing is created. Running join again with the same flags changes 
 	f.StringSliceVar(&o.namespaces, "namespaces", nil, "The namespaces the cell owns in this cluster (they must exist).")
 	f.StringVar(&o.gitURL, "git-url", "", "URL of the GitOps repository (https://, http:// or ssh://).")
 	f.StringVar(&o.branch, "branch", "", "The cell branch (default cells/CELL).")
+	f.StringVar(&o.statusURL, "status-url", "", "A status repository of the cell's own (for example one of a set of shards), where the agent pushes its reports instead of --git-url; same credentials.")
 	f.StringVar(&o.gitUsername, "git-username", "", "Git username (with --git-password-file).")
 	f.StringVar(&o.gitPasswordFile, "git-password-file", "", "File holding the Git password or token (with --git-username).")
 	f.StringVar(&o.gitTokenFile, "git-bearer-token-file", "", "File holding a Git bearer token.")
@@ -270,6 +271,14 @@ func planJoin(ctx context.Context, member, hub *cluster, cell string, o joinOpti
 	if err := gitauth.CheckURL(o.gitURL); err != nil {
 		return nil, err
 	}
+	if o.statusURL != "" {
+		if err := gitauth.CheckURL(o.statusURL); err != nil {
+			return nil, fmt.Errorf("--status-url: %w", err)
+		}
+		if gitauth.IsSSH(o.statusURL) != gitauth.IsSSH(o.gitURL) {
+			return nil, fmt.Errorf("--status-url %s and --git-url %s take different credentials (SSH and HTTP): the agent uses one Secret for both", gitauth.RedactURL(o.statusURL), gitauth.RedactURL(o.gitURL))
+		}
+	}
 	creds, err := o.credentials()
 	if err != nil {
 		return nil, err
@@ -320,6 +329,11 @@ func planJoin(ctx context.Context, member, hub *cluster, cell string, o joinOpti
 		if err := checkGit(ctx, o.gitURL, creds); err != nil {
 			return nil, err
 		}
+		if o.statusURL != "" {
+			if err := checkGit(ctx, o.statusURL, creds); err != nil {
+				return nil, fmt.Errorf("--status-url: %w", err)
+			}
+		}
 	}
 
 	p := &plan{}
@@ -354,6 +368,9 @@ func planJoin(ctx context.Context, member, hub *cluster, cell string, o joinOpti
 	}
 	if o.branch != "" {
 		spec["branch"] = o.branch
+	}
+	if o.statusURL != "" {
+		spec["statusURL"] = o.statusURL
 	}
 	if o.prometheusAddress != "" {
 		if u, err := url.Parse(o.prometheusAddress); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -398,6 +415,9 @@ func planJoin(ctx context.Context, member, hub *cluster, cell string, o joinOpti
 	cellSpec := map[string]any{"cluster": o.cluster, "namespaces": toAny(o.namespaces), "runtime": o.runtime}
 	if o.branch != "" {
 		cellSpec["branch"] = o.branch
+	}
+	if o.statusURL != "" {
+		cellSpec["statusURL"] = o.statusURL
 	}
 	if len(reportKeys) > 0 {
 		cellSpec["reportKeys"] = toAny(reportKeys)

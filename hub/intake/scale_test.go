@@ -1,0 +1,181 @@
+package intake_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/yaml"
+
+	"github.com/cellsync/cellsync/agent/source"
+	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
+	"github.com/cellsync/cellsync/hub/gitstore"
+	"github.com/cellsync/cellsync/hub/intake"
+)
+
+// consume drains an intake's wake-ups for the life of the test, as the controllers do.
+func consume(t *testing.T, chs ...chan event.GenericEvent) {
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	for _, ch := range chs {
+		go func() {
+			for {
+				select {
+				case <-ch:
+				case <-stop:
+					return
+				}
+			}
+		}()
+	}
+}
+
+// reportYAML is a cell's report with a heartbeat at hb.
+func reportYAML(t *testing.T, cell string, hb time.Time) []byte {
+	t.Helper()
+	b, err := yaml.Marshal(agentv1alpha1.StatusReport{
+		APIVersion: agentv1alpha1.GroupVersion.String(), Kind: agentv1alpha1.StatusReportKind, Cell: cell,
+		HeartbeatTime: metav1.NewTime(hb), AppliedCommit: "0123456789abcdef0123456789abcdef01234567",
+		Apps: []agentv1alpha1.AppReport{{App: "web", AppNamespace: "shop", Namespace: "apps", Name: "web", Kind: "Service", Ready: true}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// Ten heartbeat rounds at 2,000 cells: in every round every cell's report moves (an orphan
+// commit, as agents push them) and the intake reads them all; neither the intake's store nor the
+// heap grows after the second round.
+func TestIntakeMemoryIsFlatAcrossHeartbeatRounds(t *testing.T) {
+	const cells, rounds = 2000, 10
+	env := newHubAndAgent(t)
+	reports := intake.NewReports()
+	in := intake.New(env.store, reports, time.Second)
+	in.StaleAfter = time.Minute
+	consume(t, in.Cells, in.Apps, in.Rollouts)
+	base := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	heartbeat := func(r int) time.Time { return base.Add(time.Duration(r) * 30 * time.Second) }
+	// Every agent's report of round r, written straight into the server's repository.
+	write := func(r int) {
+		var b bytes.Buffer
+		for i := range cells {
+			cell := fmt.Sprintf("c-%04d", i)
+			rep := reportYAML(t, cell, heartbeat(r))
+			fmt.Fprintf(&b, "commit refs/heads/%s%s\ncommitter agent <agent@cellsync.io> %d +0000\ndata 13\nStatus report\nM 644 inline %s\ndata %d\n%s\n",
+				agentv1alpha1.StatusRefPrefix, cell, heartbeat(r).Unix(), agentv1alpha1.StatusReportFile, len(rep), rep)
+		}
+		cmd := exec.Command("git", "fast-import", "--quiet", "--force")
+		cmd.Dir = env.srv.RepoDir("gitops")
+		cmd.Stdin = &b
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("fast-import: %v: %s", err, out)
+		}
+	}
+	type sample struct {
+		objects int
+		heap    uint64
+	}
+	var samples []sample
+	ctx := context.Background()
+	for r := 1; r <= rounds; r++ {
+		write(r)
+		in.Now = func() time.Time { return heartbeat(r).Add(time.Second) }
+		in.Poll(ctx)
+		for i := range cells {
+			cell := fmt.Sprintf("c-%04d", i)
+			if e, ok := reports.Get(cell); !ok || !e.Report.HeartbeatTime.Equal(&metav1.Time{Time: heartbeat(r)}) {
+				t.Fatalf("round %d: the report of %s was not read (%v)", r, cell, e.Report.HeartbeatTime)
+			}
+		}
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		samples = append(samples, sample{objects: env.store.Objects(), heap: ms.HeapAlloc})
+		t.Logf("round %2d: %d cells read, store %d objects, heap %.1f MiB", r, cells, env.store.Objects(), float64(ms.HeapAlloc)/(1<<20))
+	}
+	second := samples[1]
+	const slack = 8 << 20
+	for r, s := range samples[2:] {
+		if s.objects > second.objects {
+			t.Errorf("round %d: the intake's store holds %d objects, more than the %d of round 2", r+3, s.objects, second.objects)
+		}
+		if s.heap > second.heap+slack {
+			t.Errorf("round %d: heap %.1f MiB, more than round 2's %.1f MiB by over 8 MiB", r+3, float64(s.heap)/(1<<20), float64(second.heap)/(1<<20))
+		}
+	}
+}
+
+// Each cell's report is read from its own repository: the hub's for cells without a status
+// repository, and the status repository its Cell names for the others. A report on a ref of the
+// wrong repository is ignored, and a status repository that cannot be read leaves the other
+// repositories' reports read but judges no staleness (the hub cannot tell).
+func TestReportsAreReadFromEachCellsStatusRepository(t *testing.T) {
+	env := newHubAndAgent(t)
+	shard, err := env.srv.CreateRepo("status-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reports := intake.NewReports()
+	in := intake.New(env.store, reports, time.Second)
+	consume(t, in.Cells, in.Apps, in.Rollouts)
+	repos := map[string][]string{shard: {"c2"}}
+	in.StatusRepos = func(context.Context) (map[string][]string, error) { return repos, nil }
+	opened := map[string]int{}
+	in.StoreFor = func(url string) (*gitstore.Store, error) {
+		opened[url]++
+		return gitstore.New(gitstore.Options{URL: url, Credentials: func(context.Context) (transport.AuthMethod, *openpgp.Entity, error) {
+			return env.auth, nil, nil
+		}})
+	}
+	ctx := context.Background()
+	t0 := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	push := func(url, cell string, hb time.Time) {
+		t.Helper()
+		if _, err := source.PushReport(ctx, url, env.auth, agentv1alpha1.StatusRefPrefix+cell, agentv1alpha1.StatusReportFile, reportYAML(t, cell, hb), hb, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	push(env.url, "c1", t0)
+	push(shard, "c2", t0.Add(time.Second))
+	// Reports on the wrong repository: c2 in the hub's, c1 in c2's shard.
+	push(env.url, "c2", t0.Add(time.Hour))
+	push(shard, "c1", t0.Add(time.Hour))
+	in.Now = func() time.Time { return t0.Add(time.Minute) }
+	in.Poll(ctx)
+	for cell, want := range map[string]time.Time{"c1": t0, "c2": t0.Add(time.Second)} {
+		e, ok := reports.Get(cell)
+		if !ok || !e.Report.HeartbeatTime.Time.Equal(want) {
+			t.Errorf("%s: heartbeat %v, want %v, from its own repository", cell, e.Report.HeartbeatTime, want)
+		}
+	}
+	if !reports.PolledAt().Equal(t0.Add(time.Minute)) {
+		t.Errorf("a complete poll is recorded, got %v", reports.PolledAt())
+	}
+
+	// c3's status repository does not exist: c1 and c2 are still read, the poll is not complete.
+	repos = map[string][]string{shard: {"c2"}, env.srv.URL("missing"): {"c3"}}
+	push(env.url, "c1", t0.Add(2*time.Minute))
+	push(shard, "c2", t0.Add(2*time.Minute))
+	in.Now = func() time.Time { return t0.Add(3 * time.Minute) }
+	in.Poll(ctx)
+	for _, cell := range []string{"c1", "c2"} {
+		if e, _ := reports.Get(cell); !e.Report.HeartbeatTime.Time.Equal(t0.Add(2 * time.Minute)) {
+			t.Errorf("%s was not read beside a status repository that cannot be read", cell)
+		}
+	}
+	if !reports.PolledAt().Equal(t0.Add(time.Minute)) {
+		t.Errorf("a poll that could not read every repository judges no staleness; polled at %v", reports.PolledAt())
+	}
+	if opened[shard] != 1 {
+		t.Errorf("the shard's store was opened %d times; it is kept between polls", opened[shard])
+	}
+}
