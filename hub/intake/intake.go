@@ -4,11 +4,11 @@
 package intake
 
 import (
-	"maps"
-	"slices"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
