@@ -13,6 +13,14 @@ var AppRenders = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help: "Renders of an app into the cell branches (store updates), by app.",
 }, []string{"namespace", "name"})
 
+// RenderedBranches counts the cell branches a render of an app visited, by app: the branches of
+// the cells it is placed on and of those it left, not the fleet (except the first render after
+// a start, and each resync, which look at every cell branch).
+var RenderedBranches = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "cellsync_hub_app_render_branches_total",
+	Help: "Cell branches visited by renders of an app, by app.",
+}, []string{"namespace", "name"})
+
 func init() {
-	metrics.Registry.MustRegister(AppRenders)
+	metrics.Registry.MustRegister(AppRenders, RenderedBranches)
 }

@@ -2,6 +2,7 @@ package hub_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	hubcontrollers "github.com/cellsync/cellsync/controllers/hub"
+	"github.com/cellsync/cellsync/test/testenv"
 )
 
 // Adding a Cell re-renders only the apps it is placed in: a Cell no placement of an app
@@ -66,4 +68,34 @@ func TestAddingACellRendersOnlyTheAppsPlacedOnIt(t *testing.T) {
 	g.Consistently(func(g Gomega) {
 		g.Expect(renders("other")).To(Equal(o0))
 	}, 2*time.Second, 200*time.Millisecond).Should(Succeed())
+
+	// A render visits the branches of the cells the app is placed on and of those it left,
+	// not every cell branch of the fleet (there are many more here, from the other tests).
+	visited := func() float64 {
+		return testutil.ToFloat64(hubcontrollers.RenderedBranches.WithLabelValues("scoped", "placed"))
+	}
+	settled()
+	// Branches of cells the app never had, as a fleet has: a render must not visit them.
+	for i := range 20 {
+		ref := fmt.Sprintf("refs/heads/cells/sc-fleet-%02d", i)
+		_, err := testenv.Git(gitServer.RepoDir(repoName), "update-ref", ref, heads(t)["cells/sc-a"])
+		g.Expect(err).NotTo(HaveOccurred())
+		t.Cleanup(func() { _, _ = testenv.Git(gitServer.RepoDir(repoName), "update-ref", "-d", ref) })
+	}
+	before := visited()
+	fleet := len(heads(t))
+	pl := &hubv1alpha1.CellPlacement{}
+	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: "scoped", Name: "one"}, pl)).To(Succeed())
+	pl.Spec.CellSelector = nil
+	pl.Spec.Cells = []string{"sc-a", "sc-o"} // sc-b leaves, sc-o joins
+	g.Expect(k8s.Update(ctx, pl)).To(Succeed())
+	waitFor(t, placed, func(g Gomega, a *hubv1alpha1.ServerlessApp) {
+		g.Expect(a.Status.Cells).To(Equal([]string{"sc-a", "sc-o"}))
+	})
+	g.Eventually(func() bool { return fileExists(t, "cells/sc-b", "apps/placed/service.yaml") }, timeout, poll).Should(BeFalse())
+	g.Eventually(func() bool { return fileExists(t, "cells/sc-o", "apps/placed/service.yaml") }, timeout, poll).Should(BeTrue())
+	settled()
+	if got := visited() - before; got != 3 {
+		t.Errorf("the placement change visited %v branches; want 3 (sc-a and sc-o placed, sc-b left) of the %d in the repository", got, fleet)
+	}
 }

@@ -126,7 +126,10 @@ func (x *execution) writeCells(ctx context.Context, st *hubv1alpha1.RolloutStatu
 
 // renderAll keeps the app out of the branch of every cell it is not placed on and, when plain,
 // rendered plainly into every placed cell (an all-at-once rollout, a completed canary): one
-// atomic push, skipped while nothing it depends on changed and the resync is not due.
+// atomic push, skipped while nothing it depends on changed and the resync is not due. It visits
+// the placed branches and those the last render placed the app on (the cells it left); the
+// first render after a start, and each resync, visit every cell branch instead, to find the app
+// wherever it is.
 func (x *execution) renderAll(ctx context.Context, plain bool) error {
 	r := x.r
 	key := client.ObjectKeyFromObject(x.ro)
@@ -134,7 +137,8 @@ func (x *execution) renderAll(ctx context.Context, plain bool) error {
 	if plain {
 		fp = "plain/" + fp
 	}
-	if !r.renderDue(key, fp) {
+	due, last := r.renderDue(key, fp)
+	if !due {
 		return nil
 	}
 	var rendered map[string]renderedCell
@@ -145,8 +149,19 @@ func (x *execution) renderAll(ctx context.Context, plain bool) error {
 		}
 	}
 	placed := map[string]bool{}
+	branches := make([]string, 0, len(x.placed))
 	for _, c := range x.placed {
 		placed[c.BranchName()] = true
+		branches = append(branches, c.BranchName())
+	}
+	visit := gitstore.Update{Branches: branches}
+	if last == nil {
+		visit.Prefixes = []string{hubv1alpha1.CellBranchPrefix}
+	}
+	for _, b := range last {
+		if !placed[b] {
+			visit.Branches = append(visit.Branches, b)
+		}
 	}
 	cells := &hubv1alpha1.CellList{}
 	if err := r.List(ctx, cells); err != nil {
@@ -157,8 +172,8 @@ func (x *execution) renderAll(ctx context.Context, plain bool) error {
 	guard := x.guard()
 	res, err := r.Store.Apply(ctx, gitstore.Update{
 		Message:  fmt.Sprintf("Render %s revision %s to %d cells", appKey, render.AppRevision(x.app), len(x.placed)),
-		Branches: allBranches(cells.Items),
-		Prefixes: []string{hubv1alpha1.CellBranchPrefix},
+		Branches: visit.Branches,
+		Prefixes: visit.Prefixes,
 		Edit: func(branch string, files *gitstore.Tree) error {
 			if err := guard(ctx); err != nil {
 				return err
@@ -179,10 +194,11 @@ func (x *execution) renderAll(ctx context.Context, plain bool) error {
 	if plain {
 		AppRenders.WithLabelValues(x.app.Namespace, x.app.Name).Inc()
 	}
+	RenderedBranches.WithLabelValues(x.app.Namespace, x.app.Name).Add(float64(len(res.Heads)))
 	if len(res.Commits) > 0 {
 		r.event(x.app, hubv1alpha1.ReasonRendered, "Committed revision %s to %d cell branches", render.AppRevision(x.app), len(res.Commits))
 	}
-	r.markRendered(key, fp)
+	r.markRendered(key, fp, branches)
 	return nil
 }
 
@@ -290,19 +306,27 @@ func (r *RolloutReconciler) reapplyDue(key client.ObjectKey, mark string) bool {
 	return !ok || m.fingerprint != mark || r.clock().Since(m.at) >= every
 }
 
-func (r *RolloutReconciler) markRendered(key client.ObjectKey, fp string) {
+func (r *RolloutReconciler) markRendered(key client.ObjectKey, fp string, placed []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.rendered == nil {
 		r.rendered = map[client.ObjectKey]renderMark{}
 	}
-	r.rendered[key] = renderMark{fingerprint: fp, at: r.clock().Now()}
+	r.rendered[key] = renderMark{fingerprint: fp, at: r.clock().Now(), placed: placed}
 }
 
-// renderDue says whether a render must reach Git: its inputs changed, or the resync is due.
-func (r *RolloutReconciler) renderDue(key client.ObjectKey, fp string) bool {
+// renderDue says whether a render must reach Git (its inputs changed, or the resync is due), and
+// which branches the last render placed the app on: nil when every branch must be visited (no
+// render since this hub started, or the resync).
+func (r *RolloutReconciler) renderDue(key client.ObjectKey, fp string) (bool, []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	m, ok := r.rendered[key]
-	return !ok || m.fingerprint != fp || r.clock().Since(m.at) >= r.resync()
+	switch {
+	case !ok || r.clock().Since(m.at) >= r.resync():
+		return true, nil
+	case m.fingerprint != fp:
+		return true, m.placed
+	}
+	return false, nil
 }

@@ -72,6 +72,9 @@ type renderMark struct {
 	at          time.Time
 	// desired is the revision rendered for each cell.
 	desired map[string]string
+	// placed are the branches of the cells a render placed the app on: the next render visits
+	// them and the newly placed ones, not the fleet.
+	placed []string
 }
 
 // +kubebuilder:rbac:groups=hub.cellsync.io,resources=serverlessapps,verbs=get;list;watch;patch
