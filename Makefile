@@ -106,7 +106,8 @@ fuzz: ## Fuzz the renderer and the agent's manifest guard for a while each (FUZZ
 .PHONY: bench
 bench: $(ENVTEST_DEP) $(KWOK) ## Run the benchmarks and print them as a table.
 	( $(TEST_ENV) $(GO) test ./hub/... ./agent/... -run '^$$' -bench . -benchmem -benchtime $(BENCH_TIME) -timeout 30m && \
-	  $(TEST_ENV) $(GO) test ./test/e2e -run '^$$' -bench . -benchtime $(E2E_BENCH_RUNS) -timeout 30m ) | tee bin/bench.txt | $(GO) run ./test/tools/benchtable
+	  $(TEST_ENV) $(GO) test ./test/e2e -run '^$$' -bench . -benchtime $(E2E_BENCH_RUNS) -timeout 30m && \
+	  $(TEST_ENV) $(GO) test ./test/fleet -run '^$$' -bench . -benchtime 1x -timeout 90m ) | tee bin/bench.txt | $(GO) run ./test/tools/benchtable
 
 ##@ Build
 

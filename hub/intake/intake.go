@@ -97,6 +97,12 @@ func (r *Reports) reject(cell string, rej Rejection) {
 	r.rejected[cell] = rej
 }
 
+func (r *Reports) clearRejection(cell string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.rejected, cell)
+}
+
 // Get returns the cell's last report.
 func (r *Reports) Get(cell string) (Entry, bool) {
 	r.mu.RLock()
@@ -158,6 +164,10 @@ type source struct {
 	store *gitstore.Store
 	// mine says whether a cell reports to this repository.
 	mine func(cell string) bool
+	// cells are a status repository's cells (none for the hub's own).
+	cells []string
+	// err says why the repository cannot be opened (a URL with a password in it, say).
+	err error
 }
 
 // sources are the repositories to read this poll: the hub's own for every cell that reports
@@ -177,19 +187,17 @@ func (i *Intake) sources(ctx context.Context) ([]source, error) {
 		if i.stores == nil {
 			i.stores = map[string]*gitstore.Store{}
 		}
-		store := i.stores[url]
-		if store == nil {
-			var err error
-			if store, err = i.StoreFor(url); err != nil {
-				return nil, fmt.Errorf("status repository %s: %w", gitauth.RedactURL(url), err)
-			}
-			i.stores[url] = store
-		}
 		cells := map[string]bool{}
 		for _, c := range repos[url] {
 			cells[c], elsewhere[c] = true, true
 		}
-		out = append(out, source{url: url, store: store, mine: func(c string) bool { return cells[c] }})
+		src := source{url: url, store: i.stores[url], mine: func(c string) bool { return cells[c] }, cells: repos[url]}
+		if src.store == nil {
+			if src.store, src.err = i.StoreFor(url); src.err == nil {
+				i.stores[url] = src.store
+			}
+		}
+		out = append(out, src)
 	}
 	for url := range i.stores {
 		if _, ok := repos[url]; !ok {
@@ -238,16 +246,22 @@ func (i *Intake) Poll(ctx context.Context) {
 		log.Info("Failed to list the status repositories; retrying at the next poll", "error", err.Error())
 		return
 	}
-	complete := true
 	for _, src := range sources {
-		if err := i.read(ctx, src, now); err != nil {
-			// Staleness stays as the last complete poll judged it: the hub cannot tell.
-			log.Info("Failed to read status reports; retrying at the next poll", "repository", gitauth.RedactURL(src.url), "error", err.Error())
-			complete = false
+		err := src.err
+		if err == nil {
+			err = i.read(ctx, src, now)
 		}
-	}
-	if !complete {
-		return
+		if src.url == "" && err != nil {
+			// The hub's own repository: staleness stays as the last complete poll judged it,
+			// the hub cannot tell.
+			log.Info("Failed to read status reports; retrying at the next poll", "error", err.Error())
+			return
+		}
+		if src.url != "" {
+			// A status repository that cannot be read holds up no other cell: its cells say
+			// why no report of theirs is read, and turn stale like any cell not heard from.
+			i.unreadable(src, err)
+		}
 	}
 	i.Reports.Polled(now)
 	i.Reports.each(func(cell string, e Entry) {
@@ -321,6 +335,25 @@ func (i *Intake) read(ctx context.Context, src source, now time.Time) error {
 		i.wakeApps(prev.Report, rep)
 	}
 	return nil
+}
+
+// unreadable names, on each cell of a status repository, that the repository cannot be read
+// (err), or clears that once it can.
+func (i *Intake) unreadable(src source, err error) {
+	for _, cell := range src.cells {
+		rej, had := i.Reports.Rejected(cell)
+		switch {
+		case err != nil:
+			msg := fmt.Sprintf("Its status repository %s cannot be read, so no report of the cell is: %v", gitauth.RedactURL(src.url), err)
+			if !had || rej.Message != msg {
+				i.Reports.reject(cell, Rejection{Reason: hubv1alpha1.ReasonGitUnavailable, Message: msg})
+				i.wakeCell(cell)
+			}
+		case had && rej.Reason == hubv1alpha1.ReasonGitUnavailable:
+			i.Reports.clearRejection(cell)
+			i.wakeCell(cell)
+		}
+	}
 }
 
 // refuse names a status ref whose head the store refused for its size, once per head.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/exec"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,8 +117,9 @@ func TestIntakeMemoryIsFlatAcrossHeartbeatRounds(t *testing.T) {
 
 // Each cell's report is read from its own repository: the hub's for cells without a status
 // repository, and the status repository its Cell names for the others. A report on a ref of the
-// wrong repository is ignored, and a status repository that cannot be read leaves the other
-// repositories' reports read but judges no staleness (the hub cannot tell).
+// wrong repository is ignored. A status repository that cannot be read holds up no other cell:
+// the poll completes, its cells say why no report of theirs is read (and turn stale like any
+// cell not heard from), until it can be read again.
 func TestReportsAreReadFromEachCellsStatusRepository(t *testing.T) {
 	env := newHubAndAgent(t)
 	shard, err := env.srv.CreateRepo("status-a")
@@ -161,8 +163,10 @@ func TestReportsAreReadFromEachCellsStatusRepository(t *testing.T) {
 		t.Errorf("a complete poll is recorded, got %v", reports.PolledAt())
 	}
 
-	// c3's status repository does not exist: c1 and c2 are still read, the poll is not complete.
-	repos = map[string][]string{shard: {"c2"}, env.srv.URL("missing"): {"c3"}}
+	// c3's status repository does not exist, and c4's URL holds a password (no store opens it):
+	// c1 and c2 are still read.
+	withPassword := strings.Replace(env.srv.URL("status-b"), "http://", "http://u:secret@", 1)
+	repos = map[string][]string{shard: {"c2"}, env.srv.URL("missing"): {"c3"}, withPassword: {"c4"}}
 	push(env.url, "c1", t0.Add(2*time.Minute))
 	push(shard, "c2", t0.Add(2*time.Minute))
 	in.Now = func() time.Time { return t0.Add(3 * time.Minute) }
@@ -172,8 +176,31 @@ func TestReportsAreReadFromEachCellsStatusRepository(t *testing.T) {
 			t.Errorf("%s was not read beside a status repository that cannot be read", cell)
 		}
 	}
-	if !reports.PolledAt().Equal(t0.Add(time.Minute)) {
-		t.Errorf("a poll that could not read every repository judges no staleness; polled at %v", reports.PolledAt())
+	if !reports.PolledAt().Equal(t0.Add(3 * time.Minute)) {
+		t.Errorf("one status repository that cannot be read must not hold up the poll; polled at %v", reports.PolledAt())
+	}
+	rej, ok := reports.Rejected("c3")
+	if !ok || rej.Reason != "GitUnavailable" || !strings.Contains(rej.Message, "status repository "+env.srv.URL("missing")+" cannot be read") {
+		t.Errorf("c3 must say its status repository cannot be read, got %+v", rej)
+	}
+	if _, ok := reports.Rejected("c2"); ok {
+		t.Errorf("c2's repository was read; it has nothing to say")
+	}
+	if rej, ok := reports.Rejected("c4"); !ok || !strings.Contains(rej.Message, "password") || strings.Contains(rej.Message, "u:secret@") {
+		t.Errorf("c4 must say why its status repository cannot be opened, without the password: %+v", rej)
+	}
+	// The repository appears (an operator created it): c3's report is read and the note goes.
+	if _, err := env.srv.CreateRepo("missing"); err != nil {
+		t.Fatal(err)
+	}
+	push(env.srv.URL("missing"), "c3", t0.Add(4*time.Minute))
+	in.Now = func() time.Time { return t0.Add(5 * time.Minute) }
+	in.Poll(ctx)
+	if _, ok := reports.Rejected("c3"); ok {
+		t.Errorf("c3's status repository can be read again; the note must go")
+	}
+	if e, ok := reports.Get("c3"); !ok || !e.Report.HeartbeatTime.Time.Equal(t0.Add(4*time.Minute)) {
+		t.Errorf("c3's report was not read from its status repository")
 	}
 	if opened[shard] != 1 {
 		t.Errorf("the shard's store was opened %d times; it is kept between polls", opened[shard])

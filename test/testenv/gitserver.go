@@ -131,6 +131,9 @@ type Requests struct {
 	Pushes int
 	// BytesOut and BytesIn are the bytes of every response and request body.
 	BytesOut, BytesIn int64
+	// PushBytes are the bytes, both ways, of pushes (receive-pack's advertisement and the
+	// push itself); the rest are listings and fetches.
+	PushBytes int64
 }
 
 // Requests returns the counts so far.
@@ -268,9 +271,13 @@ func (g *GitServer) auth(next http.Handler) http.Handler {
 		r.Body = body
 		cw := &countingWriter{ResponseWriter: w}
 		next.ServeHTTP(cw, r)
+		push := strings.HasSuffix(r.URL.Path, "/git-receive-pack") || r.URL.Query().Get("service") == "git-receive-pack"
 		g.mu.Lock()
 		g.counts.BytesOut += cw.n
 		g.counts.BytesIn += body.n
+		if push {
+			g.counts.PushBytes += cw.n + body.n
+		}
 		g.mu.Unlock()
 	})
 }

@@ -20,6 +20,8 @@ var targets = map[string]string{
 	"BenchmarkApply100KnativeServices":   "< 5 s",
 	"BenchmarkAgentRSS100Services":       "< 60 MiB peak RSS, ≤ 1.7 s to 100 Services",
 	"BenchmarkPushToStatus":              "< 6 s median (3 cells, 2 s poll)",
+	"BenchmarkFleet/1000Cells":           "two-step canary completes; ≤ 1 KB per idle poll, ≤ 8 KB per heartbeat",
+	"BenchmarkFleet/10000Cells":          "< 60 s, < 512 MiB heap (the fleet-scale issue's target; CELLSYNC_FLEET_CELLS=10000)",
 }
 
 // earlier are figures measured here before a change, printed beside the new ones so a reader

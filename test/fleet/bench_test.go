@@ -1,0 +1,67 @@
+package fleet
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// BenchmarkFleet runs one hub against a simulated fleet (status refs in shards of 64 cells) and
+// rolls one app placed on every cell out and then to a second revision: a two-step canary at
+// 1,000 cells. CELLSYNC_FLEET_CELLS picks another size; above 1,000 the app rolls out all at
+// once (a canary covers at most 1,000 cells: its Rollout keeps every touched cell's
+// last-known-good commit), and at 10,000 a run takes well over half an hour here, most of it the
+// Git server starting a git process for each of the agents' requests. Printed:
+// the wall time of the second revision from the change to every cell ready, the process's CPU
+// (the hub and the simulated agents, which share it) and peak heap, the Git server's CPU, bytes
+// and listings per agent per idle poll and bytes per heartbeat, and the Git host's egress for
+// 10,000 and 100,000 cells polling and heartbeating every 30 s.
+func BenchmarkFleet(b *testing.B) {
+	sizes := []int{1000}
+	if s := os.Getenv("CELLSYNC_FLEET_CELLS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			b.Fatalf("CELLSYNC_FLEET_CELLS=%q: %v", s, err)
+		}
+		sizes = []int{n}
+	}
+	for _, n := range sizes {
+		b.Run(fmt.Sprintf("%dCells", n), func(b *testing.B) {
+			for range b.N {
+				benchFleet(b, n)
+			}
+		})
+	}
+}
+
+func benchFleet(b *testing.B, n int) {
+	canary := n <= 1000
+	f := Start(b, Options{Cells: n, ShardSize: 64, Canary: canary, Workers: 4, PollEvery: 2 * time.Second, Heartbeat: 5 * time.Minute})
+	f.Deploy(b)
+	f.WaitCompleted(b, appImage, 30*time.Minute)
+	cpu0, git0 := CPU()
+	start := time.Now()
+	f.SetImage(b, "ghcr.io/acme/web:v2")
+	f.WaitCompleted(b, "ghcr.io/acme/web:v2", 30*time.Minute)
+	wall := time.Since(start)
+	cpu1, git1 := CPU()
+	f.StopHub()
+	pollBytes, listings, _, _, _ := f.Idle(10 * time.Second)
+	total := f.Git.Requests()
+	perBeat := float64(total.PushBytes) / float64(f.beats.Load())
+	b.ReportMetric(wall.Seconds(), "s-rollout")
+	b.ReportMetric((cpu1 - cpu0).Seconds(), "s-process-cpu")
+	b.ReportMetric((git1 - git0).Seconds(), "s-git-cpu")
+	b.ReportMetric(float64(f.PeakHeap())/(1<<20), "MiB-peak-heap")
+	b.ReportMetric(pollBytes, "B/poll")
+	b.ReportMetric(listings, "listings/poll")
+	b.ReportMetric(perBeat, "B/heartbeat")
+	b.ReportMetric(Egress(10_000, pollBytes, perBeat, 30*time.Second)/1e6, "MB/s-egress-10k")
+	b.ReportMetric(Egress(100_000, pollBytes, perBeat, 30*time.Second)/1e6, "MB/s-egress-100k")
+	if canary {
+		b.ReportMetric(2, "canary-steps")
+	}
+	f.Stop()
+}

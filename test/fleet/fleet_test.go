@@ -1,0 +1,79 @@
+package fleet
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
+)
+
+// A fleet of 1,000 cells, counted rather than timed: status refs in shards of 64 cells, one app
+// placed on every cell walks a two-step canary; every branch gets exactly the commits of the
+// steps that reached it; an idle poll moves under 1 KB and a heartbeat under 8 KB per agent.
+func TestFleetOf1000Cells(t *testing.T) {
+	f := Start(t, Options{Cells: 1000, ShardSize: 64, Canary: true, Workers: 4, PollEvery: 2 * time.Second, Heartbeat: time.Minute})
+	f.Deploy(t)
+	f.WaitCompleted(t, appImage, 8*time.Minute)
+	const v2 = "ghcr.io/acme/web:v2"
+	f.SetImage(t, v2)
+	ro := f.WaitCompleted(t, v2, 8*time.Minute)
+	if len(ro.Status.History) != 2 || ro.Status.Steps != 2 {
+		t.Errorf("history %d revisions, %d steps; want 2 and 2", len(ro.Status.History), ro.Status.Steps)
+	}
+	// The first deploy went straight to the last step (one commit per branch); v2's step 1
+	// reached the first 10 % of the cells by name, step 2 every cell.
+	heads, err := f.Git.BranchHeads("gitops", hubv1alpha1.CellBranchPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(heads) != 1000 {
+		t.Fatalf("%d cell branches, want 1000", len(heads))
+	}
+	wrong := 0
+	for branch := range heads {
+		want := "2"
+		var i int
+		if _, err := fmt.Sscanf(strings.TrimPrefix(branch, hubv1alpha1.CellBranchPrefix), "cell-%05d", &i); err == nil && i < 100 {
+			want = "3"
+		}
+		if got, err := f.Git.RevParse("gitops", branch+"^{commit}"); err != nil || got == "" {
+			t.Fatalf("%s: %v", branch, err)
+		}
+		n, err := countCommits(f, branch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != want && wrong < 5 {
+			t.Errorf("%s has %s commits, want %s", branch, n, want)
+			wrong++
+		}
+	}
+	// What the agents cost on their own: the hub stops, they go on.
+	f.StopHub()
+	pollBytes, pollRequests, reportBytes, polls, beats := f.Idle(10 * time.Second)
+	t.Logf("idle for 10 s: %d polls, %d heartbeats; %.0f bytes and %.1f listings per idle poll; %.0f bytes per heartbeat", polls, beats, pollBytes, pollRequests, reportBytes)
+	if pollRequests != 1 {
+		t.Errorf("an idle poll made %.2f ref listings; want exactly one", pollRequests)
+	}
+	if polls == 0 {
+		t.Fatal("no agent polled")
+	}
+	if pollBytes > 1024 {
+		t.Errorf("an idle poll moved %.0f bytes; want at most 1 KB", pollBytes)
+	}
+	total := f.Git.Requests()
+	perPush := float64(total.PushBytes) / float64(f.beats.Load())
+	t.Logf("every report push of the run: %.0f bytes on average (%d pushes)", perPush, f.beats.Load())
+	if perPush > 8*1024 {
+		t.Errorf("a report push moved %.0f bytes on average; want at most 8 KB", perPush)
+	}
+	if beats > 0 && reportBytes > 8*1024 {
+		t.Errorf("an idle heartbeat moved %.0f bytes; want at most 8 KB", reportBytes)
+	}
+}
+
+func countCommits(f *Fleet, branch string) (string, error) {
+	return gitIn(f, "rev-list", "--count", branch)
+}
