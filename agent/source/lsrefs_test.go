@@ -18,8 +18,8 @@ import (
 
 // An idle poll costs the same at any fleet size: with 10,000 cell branches and 10,000 status
 // refs in the repository, listing one cell's branch moves under 1 KB (counted by the Git server)
-// with protocol v2, and against a server without v2 it still finds the head from the full
-// advertisement.
+// with protocol v2, and so does fetching its head after a move (v2's fetch command, under 4 KB);
+// against a server without v2 both still work, from the full advertisement.
 func TestListingCostsTheSameAtAnyFleetSize(t *testing.T) {
 	srv, err := testenv.StartGitServer("u", "p")
 	if err != nil {
@@ -57,6 +57,8 @@ func TestListingCostsTheSameAtAnyFleetSize(t *testing.T) {
 
 	auth := &githttp.BasicAuth{Username: "u", Password: "p"}
 	ctx := context.Background()
+	// fetched is what the fetch after the last listing moved.
+	var fetched int64
 	list := func(branch string) (string, gitrefs.Protocol, int64) {
 		t.Helper()
 		repo, err := source.Open(filepath.Join(t.TempDir(), "mirror"), url, branch)
@@ -73,6 +75,11 @@ func TestListingCostsTheSameAtAnyFleetSize(t *testing.T) {
 			if err := repo.Fetch(ctx, auth, got); err != nil {
 				t.Fatalf("fetch after the listing: %v", err)
 			}
+			if _, err := repo.Tree(got); err != nil {
+				t.Fatalf("the fetched commit cannot be read: %v", err)
+			}
+			done := srv.Requests()
+			fetched = done.BytesOut - after.BytesOut + done.BytesIn - after.BytesIn
 		}
 		return got, repo.Protocol(), after.BytesOut - before.BytesOut + after.BytesIn - before.BytesIn
 	}
@@ -85,6 +92,11 @@ func TestListingCostsTheSameAtAnyFleetSize(t *testing.T) {
 		t.Errorf("an idle poll moved %d bytes with 20,000 refs in the repository; want at most 1 KB", bytes)
 	}
 	t.Logf("v2 listing: %d bytes", bytes)
+	// The fetch after a move asks for the commit with v2's fetch command: no advertisement.
+	if fetched > 4096 {
+		t.Errorf("the fetch of one small commit moved %d bytes with 20,000 refs in the repository; want at most 4 KB", fetched)
+	}
+	t.Logf("v2 fetch of the head: %d bytes", fetched)
 	// A prefix of another cell's name is not that cell's branch; a missing branch is "".
 	if got, _, _ := list("cells/c-0424"); got != "" {
 		t.Errorf("cells/c-0424 has head %q; it does not exist", got)
@@ -98,7 +110,10 @@ func TestListingCostsTheSameAtAnyFleetSize(t *testing.T) {
 	if bytes < 500_000 {
 		t.Errorf("the v0 fallback moved only %d bytes: is it really the full advertisement?", bytes)
 	}
-	t.Logf("v0 fallback: %d bytes", bytes)
+	t.Logf("v0 fallback: %d bytes; its fetch %d bytes", bytes, fetched)
+	if fetched < 500_000 {
+		t.Errorf("the v0 fallback's fetch moved only %d bytes: go-git's fetch starts with the full advertisement", fetched)
+	}
 }
 
 // A heartbeat costs the same at any fleet size when reports go to a status repository of their

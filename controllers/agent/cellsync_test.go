@@ -167,6 +167,9 @@ func requestReconcile(t *testing.T, cs *agentv1alpha1.CellSync) {
 	})
 }
 
+// statusRepoName is the status repository TestReportsGoToTheStatusRepository gives its cell.
+const statusRepoName = "status-shard-7"
+
 // With spec.statusURL the agent pushes its reports to a status repository of its own (a small
 // one, so a push does not pay for every ref of the fleet), and none to the cell branch's.
 func TestReportsGoToTheStatusRepository(t *testing.T) {
@@ -174,15 +177,16 @@ func TestReportsGoToTheStatusRepository(t *testing.T) {
 	newNamespace(t, "apps-status")
 	cell := hubCell("c-status", "apps-status")
 	head := publish(t, "cells/c-status", nil, putApps(cell, hubApp("hello", "ghcr.io/acme/hello:v1")))
-	statusURL, err := gitServer.CreateRepo("status-shard-7")
+	statusURL, err := gitServer.CreateRepo(statusRepoName)
 	g.Expect(err).NotTo(HaveOccurred())
 	cs := newCellSync(agentNamespace, "c-status", "c-status", []string{"apps-status"}, func(cs *agentv1alpha1.CellSync) {
 		cs.Spec.StatusURL = statusURL
 	})
 	create(t, cs)
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), cs) })
 	waitApplied(t, cs, head)
 	g.Eventually(func(g Gomega) {
-		out, err := testenv.Git(gitServer.RepoDir("status-shard-7"), "show", "status/c-status:status.yaml")
+		out, err := testenv.Git(gitServer.RepoDir(statusRepoName), "show", "status/c-status:status.yaml")
 		g.Expect(err).NotTo(HaveOccurred())
 		rep := &agentv1alpha1.StatusReport{}
 		g.Expect(yaml.Unmarshal([]byte(out), rep)).To(Succeed())
@@ -191,7 +195,7 @@ func TestReportsGoToTheStatusRepository(t *testing.T) {
 	}, timeout, poll).Should(Succeed())
 	// Heartbeats keep going there, each an orphan commit, and never to the cell branch's repository.
 	g.Eventually(func() (string, error) {
-		return testenv.Git(gitServer.RepoDir("status-shard-7"), "rev-list", "--count", "status/c-status")
+		return testenv.Git(gitServer.RepoDir(statusRepoName), "rev-list", "--count", "status/c-status")
 	}, timeout, poll).Should(Equal("1"))
 	_, err = gitOut("rev-parse", "--verify", "-q", "refs/heads/status/c-status")
 	g.Expect(err).To(HaveOccurred(), "no report may reach the cell branch's repository")

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -54,8 +55,9 @@ func TestFleetOf1000Cells(t *testing.T) {
 	f.StopHub()
 	pollBytes, pollRequests, reportBytes, polls, beats := f.Idle(10 * time.Second)
 	t.Logf("idle for 10 s: %d polls, %d heartbeats; %.0f bytes and %.1f listings per idle poll; %.0f bytes per heartbeat", polls, beats, pollBytes, pollRequests, reportBytes)
-	if pollRequests != 1 {
-		t.Errorf("an idle poll made %.2f ref listings; want exactly one", pollRequests)
+	// One listing per poll; polls in flight at the window's edges make it a hair off.
+	if math.Abs(pollRequests-1) > 0.02 {
+		t.Errorf("an idle poll made %.3f ref listings; want one", pollRequests)
 	}
 	if polls == 0 {
 		t.Fatal("no agent polled")
