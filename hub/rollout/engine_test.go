@@ -512,8 +512,10 @@ func TestPlanAllAtOnce(t *testing.T) {
 	}
 	w.expect(hubv1alpha1.PhaseProgressing, "1/1", "Rolling out "+v1)
 	w.expectTrees(map[string]string{"a": v1 + "@100", "b": v1 + "@100"})
+	// The app's summary, as status.App writes it: counts over every cell, a bounded list.
 	summary := func(ready ...string) {
 		w.app.Status.Revision, w.app.Status.CellCount, w.app.Status.CellStatuses = w.rev(), 2, nil
+		w.app.Status.UpdatedCells, w.app.Status.RolledOutCells = len(ready), len(ready)
 		for _, n := range []string{"a", "b"} {
 			s := hubv1alpha1.CellAppStatus{Cell: n, DesiredRevision: w.rev()}
 			for _, r := range ready {
@@ -551,6 +553,32 @@ func TestPlanAllAtOnce(t *testing.T) {
 	w.decide()
 	if w.steps["pause"] != hubv1alpha1.StepRefused || !strings.Contains(w.messages["pause"], "rolls out all at once") {
 		t.Fatalf("a RolloutStep on an all-at-once app: %s %q", w.steps["pause"], w.messages["pause"])
+	}
+}
+
+// All at once on more cells than the app's status lists (at most 256): the gate counts with the
+// summary's counters, which cover every cell, and completes.
+func TestPlanAllAtOnceBeyondTheListedCells(t *testing.T) {
+	app := canary("ghcr.io/acme/web:v1", StaleWait)
+	app.Spec.Strategy = nil
+	names := make([]string, 300)
+	for i := range names {
+		names[i] = fmt.Sprintf("cell-%03d", i)
+	}
+	w := newWorld(t, app, names...)
+	w.decide()
+	w.app.Status.Revision, w.app.Status.CellCount = w.rev(), 300
+	for _, n := range names[:hubv1alpha1.MaxStatusCells] {
+		w.app.Status.CellStatuses = append(w.app.Status.CellStatuses, hubv1alpha1.CellAppStatus{Cell: n, DesiredRevision: w.rev(), Revision: w.rev(), Ready: true})
+	}
+	w.app.Status.UpdatedCells, w.app.Status.RolledOutCells = 300, 299
+	w.decide()
+	w.expect(hubv1alpha1.PhaseProgressing, "1/1", "299 of 300 cells run it ready")
+	w.app.Status.RolledOutCells = 300
+	w.decide()
+	w.expect(hubv1alpha1.PhaseCompleted, "1/1", "runs in every placed cell")
+	if w.st.CellsDisplay != "300/300/300" || len(w.st.Cells) != hubv1alpha1.MaxStatusCells {
+		t.Fatalf("cells %s, %d listed", w.st.CellsDisplay, len(w.st.Cells))
 	}
 }
 

@@ -137,23 +137,21 @@ func (p *planner) gate() Gate {
 }
 
 // JudgeRevisions is an all-at-once gate: it passes when the app's summary is of revision and
-// every placed cell runs its desired revision, ready.
+// every placed cell runs its desired revision, ready. It counts with the summary's counters,
+// which cover every placed cell (its list of cells is bounded).
 func JudgeRevisions(app *hubv1alpha1.ServerlessApp, revision string) Gate {
 	g := Gate{Notes: map[string]string{}}
 	if app.Status.Revision != revision {
 		g.Reason = fmt.Sprintf("Rolling out %s: the app's cells are not summarized for it yet", revision)
 		return g
 	}
-	ready := 0
 	for _, c := range app.Status.CellStatuses {
-		if c.DesiredRevision != "" && c.Revision == c.DesiredRevision && c.Ready {
-			ready++
-			continue
+		if c.DesiredRevision == "" || c.Revision != c.DesiredRevision || !c.Ready {
+			g.Notes[c.Cell] = c.Message
 		}
-		g.Notes[c.Cell] = c.Message
 	}
-	g.Complete = app.Status.CellCount > 0 && ready == app.Status.CellCount
-	g.Reason = fmt.Sprintf("Rolling out %s: %d of %d cells run it ready", revision, ready, app.Status.CellCount)
+	g.Complete = app.Status.CellCount > 0 && app.Status.RolledOutCells == app.Status.CellCount
+	g.Reason = fmt.Sprintf("Rolling out %s: %d of %d cells run it ready", revision, app.Status.RolledOutCells, app.Status.CellCount)
 	return g
 }
 

@@ -30,20 +30,13 @@ func (p *planner) summarize() {
 func (p *planner) summarizeAll() {
 	st := &p.st
 	app := p.in.App
-	st.Cells, st.UpdatedCells, st.ReadyCells, st.TotalCells = nil, 0, 0, int32(app.Status.CellCount)
+	// The counts cover every placed cell; the list is the app's, bounded.
+	st.Cells, st.TotalCells = nil, int32(app.Status.CellCount)
+	st.UpdatedCells, st.ReadyCells = int32(app.Status.UpdatedCells), int32(app.Status.RolledOutCells)
 	for _, c := range app.Status.CellStatuses {
-		if len(st.Cells) == MaxCanaryCells {
-			break
-		}
 		rc := hubv1alpha1.RolloutCell{Cell: c.Cell, Revision: c.Revision, Message: c.Message}
 		rc.Updated = c.DesiredRevision != "" && c.Revision == c.DesiredRevision
 		rc.Ready = rc.Updated && c.Ready
-		if rc.Updated {
-			st.UpdatedCells++
-		}
-		if rc.Ready {
-			st.ReadyCells++
-		}
 		st.Cells = append(st.Cells, rc)
 	}
 	if st.Phase != hubv1alpha1.PhaseCompleted {

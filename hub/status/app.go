@@ -20,8 +20,14 @@ import (
 // done or ages, so they do not change while the state does not.
 func App(app *hubv1alpha1.ServerlessApp, res *placement.Result, cells []hubv1alpha1.CellAppStatus) outcome.Outcome {
 	var failed, stale []string
-	app.Status.ReadyCells = 0
+	app.Status.ReadyCells, app.Status.UpdatedCells, app.Status.RolledOutCells = 0, 0, 0
 	for _, c := range cells {
+		if c.DesiredRevision != "" && c.Revision == c.DesiredRevision {
+			app.Status.UpdatedCells++
+			if c.Ready {
+				app.Status.RolledOutCells++
+			}
+		}
 		switch {
 		case c.Ready:
 			app.Status.ReadyCells++

@@ -253,6 +253,10 @@ func TestAllAtOnceRolloutStatusFunction(t *testing.T) {
 				rev := render.AppRevision(app)
 				app.Status.Revision, app.Status.CellCount = rev, 1
 				app.Status.CellStatuses = []hubv1alpha1.CellAppStatus{{Cell: "cell-1", DesiredRevision: rev, Revision: rev, Ready: tt.ready}}
+				app.Status.UpdatedCells = 1
+				if tt.ready {
+					app.Status.RolledOutCells = 1
+				}
 				ro := &hubv1alpha1.Rollout{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "team-a"}}
 				// The engine starts the revision and judges it at t0 (one reconcile, two decisions),
 				// then judges it again at now, as a controller does.

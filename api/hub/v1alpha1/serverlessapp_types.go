@@ -148,6 +148,14 @@ type ServerlessAppStatus struct {
 	// +optional
 	ReadyCells int `json:"readyCells,omitempty"`
 
+	// UpdatedCells is how many of the app's cells run the revision rendered for them, and
+	// RolledOutCells how many of those run it ready: counted over every placed cell, where
+	// cellStatuses lists at most 256.
+	// +optional
+	UpdatedCells int `json:"updatedCells,omitempty"`
+	// +optional
+	RolledOutCells int `json:"rolledOutCells,omitempty"`
+
 	// CellStatuses is the app's state in each cell, from the agents' reports; at most 256.
 	// +optional
 	// +listType=map
