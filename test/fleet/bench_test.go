@@ -38,7 +38,13 @@ func BenchmarkFleet(b *testing.B) {
 
 func benchFleet(b *testing.B, n int) {
 	canary := n <= 1000
-	f := Start(b, Options{Cells: n, ShardSize: 64, Canary: canary, Workers: 4, PollEvery: 2 * time.Second, Heartbeat: 5 * time.Minute})
+	// A round of the simulated agents over 10,000 cells takes about 15 minutes here (about ten
+	// agents a second): heartbeats and the hub's threshold are set above it.
+	o := Options{Cells: n, ShardSize: 64, Canary: canary, Workers: 4, PollEvery: 2 * time.Second, Heartbeat: time.Minute}
+	if n > 1000 {
+		o.Heartbeat, o.StaleAfter = time.Hour, 2*time.Hour
+	}
+	f := Start(b, o)
 	f.Deploy(b)
 	f.WaitCompleted(b, appImage, 30*time.Minute)
 	cpu0, git0 := CPU()

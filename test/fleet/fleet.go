@@ -51,6 +51,10 @@ type Options struct {
 	Workers   int
 	PollEvery time.Duration
 	Heartbeat time.Duration
+	// StaleAfter is the hub's heartbeat threshold (2 minutes when 0). The simulated agents share
+	// a few workers, so a round of polls over a large fleet takes minutes: the threshold must
+	// be above it, and Heartbeat below it.
+	StaleAfter time.Duration
 }
 
 // Fleet is a running hub with its simulated agents.
@@ -88,6 +92,9 @@ func Start(tb testing.TB, o Options) *Fleet {
 	tb.Helper()
 	if o.Workers <= 0 {
 		o.Workers = 16
+	}
+	if o.StaleAfter <= 0 {
+		o.StaleAfter = 2 * time.Minute
 	}
 	ctrl.SetLogger(logr.Discard())
 	f := &Fleet{o: o}
@@ -141,7 +148,7 @@ func Start(tb testing.TB, o Options) *Fleet {
 		tb.Fatal(err)
 	}
 	if _, err := manager.Setup(mgr, manager.Config{Namespace: hubNS, GitURL: f.repoURL, GitSecret: "git",
-		StatusInterval: time.Second, StaleAfter: 2 * time.Minute, Workers: 4}); err != nil {
+		StatusInterval: time.Second, StaleAfter: o.StaleAfter, Workers: 4}); err != nil {
 		tb.Fatal(err)
 	}
 	hubCtx, stopHub := context.WithCancel(ctx)
