@@ -7,12 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"strconv"
 	"strings"
 
 	"github.com/go-git/go-git/v5/plumbing"
-	"github.com/go-git/go-git/v5/plumbing/format/pktline"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 )
 
@@ -29,19 +27,8 @@ func Fetch(ctx context.Context, url string, auth transport.AuthMethod, want stri
 		return nil, fmt.Errorf("not a commit hash: %q", want)
 	}
 	base := strings.TrimSuffix(url, "/")
-	var body bytes.Buffer
-	e := pktline.NewEncoder(&body)
-	if err := e.EncodeString("command=fetch\n", "agent=git/cellsync\n"); err != nil {
-		return nil, err
-	}
-	body.WriteString("0001") // delim-pkt: the command's arguments follow
-	if err := e.EncodeString("ofs-delta\n", "no-progress\n", "deepen 1\n", "want "+want+"\n", "done\n"); err != nil {
-		return nil, err
-	}
-	if err := e.Flush(); err != nil {
-		return nil, err
-	}
-	res, err := do(ctx, http.MethodPost, base+"/git-upload-pack", auth, &body, "application/x-git-upload-pack-request")
+	res, err := command(ctx, base, auth, []string{"command=fetch", "agent=git/cellsync"},
+		[]string{"ofs-delta", "no-progress", "deepen 1", "want " + want, "done"})
 	if err != nil {
 		return nil, err
 	}

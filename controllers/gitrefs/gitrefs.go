@@ -95,23 +95,35 @@ func List(ctx context.Context, url string, auth transport.AuthMethod, prefixes .
 	return refs, V2, err
 }
 
-// lsRefsRequest sends the one ls-refs command.
-func lsRefsRequest(ctx context.Context, base string, auth transport.AuthMethod, prefixes []string) (map[string]string, error) {
+// command sends one Git protocol v2 command: its capability lines, a delim-pkt, its argument
+// lines, a flush-pkt.
+func command(ctx context.Context, base string, auth transport.AuthMethod, caps, args []string) (*http.Response, error) {
 	var body bytes.Buffer
 	e := pktline.NewEncoder(&body)
-	if err := e.EncodeString("command=ls-refs\n"); err != nil {
-		return nil, err
+	for _, l := range caps {
+		if err := e.EncodeString(l + "\n"); err != nil {
+			return nil, err
+		}
 	}
 	body.WriteString("0001") // delim-pkt: the command's arguments follow
-	for _, p := range prefixes {
-		if err := e.EncodeString("ref-prefix " + p + "\n"); err != nil {
+	for _, l := range args {
+		if err := e.EncodeString(l + "\n"); err != nil {
 			return nil, err
 		}
 	}
 	if err := e.Flush(); err != nil {
 		return nil, err
 	}
-	res, err := do(ctx, http.MethodPost, base+"/git-upload-pack", auth, &body, "application/x-git-upload-pack-request")
+	return do(ctx, http.MethodPost, base+"/git-upload-pack", auth, &body, "application/x-git-upload-pack-request")
+}
+
+// lsRefsRequest sends the one ls-refs command.
+func lsRefsRequest(ctx context.Context, base string, auth transport.AuthMethod, prefixes []string) (map[string]string, error) {
+	args := make([]string, 0, len(prefixes))
+	for _, p := range prefixes {
+		args = append(args, "ref-prefix "+p)
+	}
+	res, err := command(ctx, base, auth, []string{"command=ls-refs"}, args)
 	if err != nil {
 		return nil, err
 	}

@@ -254,34 +254,14 @@ func (r *RolloutReconciler) SetupWithManager(mgr ctrl.Manager, workers int) erro
 		}), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&hubv1alpha1.AnalysisTemplate{}, handler.EnqueueRequestsFromMapFunc(r.rolloutsOfNamespace),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		// The rollout writes the app's branches: where it is placed decides which.
-		Watches(&hubv1alpha1.CellPlacement{}, handler.EnqueueRequestsFromMapFunc(r.rolloutsOfPlacement),
+		// The rollout writes the app's branches: where it is placed decides which. A Rollout has
+		// its app's name, so the app's requests are the Rollout's.
+		Watches(&hubv1alpha1.CellPlacement{}, handler.EnqueueRequestsFromMapFunc(appsOfPlacement(r.Client)),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&hubv1alpha1.Cell{}, handler.EnqueueRequestsFromMapFunc(r.allRollouts),
+		Watches(&hubv1alpha1.Cell{}, handler.EnqueueRequestsFromMapFunc(allApps(r.Client)),
 			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{})))
 	if r.Events != nil {
 		b = b.WatchesRawSource(source.Channel(r.Events, &handler.EnqueueRequestForObject{}))
 	}
 	return b.WithOptions(controller.Options{MaxConcurrentReconciles: workers}).Named("rollout").Complete(r)
-}
-
-// rolloutsOfPlacement wakes the Rollouts of the apps a changed placement places (a Rollout
-// has its app's name); the ServerlessApp controller registers the index.
-func (r *RolloutReconciler) rolloutsOfPlacement(ctx context.Context, o client.Object) []reconcile.Request {
-	apps := &hubv1alpha1.ServerlessAppList{}
-	if err := r.List(ctx, apps, client.InNamespace(o.GetNamespace()), client.MatchingFields{placementRefIndex: o.GetName()}); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Failed to list apps of placement", "placement", o.GetName())
-		return nil
-	}
-	return requestsOf(apps.Items)
-}
-
-// allRollouts wakes every Rollout: a Cell changed, and placements may select it or not.
-func (r *RolloutReconciler) allRollouts(ctx context.Context, _ client.Object) []reconcile.Request {
-	list := &hubv1alpha1.RolloutList{}
-	if err := r.List(ctx, list); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Failed to list rollouts")
-		return nil
-	}
-	return requestsOf(list.Items)
 }

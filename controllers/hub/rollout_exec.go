@@ -95,35 +95,27 @@ func (x *execution) carryOut(ctx context.Context, plan *rollout.Plan) error {
 		}
 		x.app = plan.App
 		if plan.Undone != nil {
-			x.setStep(ctx, &plan.Status, *plan.Undone)
+			x.setStep(ctx, *plan.Undone)
 		}
 	}
-	switch plan.Write {
-	case rollout.WriteCells:
+	if plan.Write == rollout.WriteCells {
 		w, err := x.writeCells(ctx, &plan.Status)
 		if err != nil {
 			return err
 		}
 		rollout.Recorded(&plan.Status, w, x.r.clock().Now())
 		x.r.markApplied(client.ObjectKeyFromObject(x.ro), stepMark(x.app, &plan.Status))
-		fallthrough
-	case rollout.NoWrite:
-		// The app leaves the branches of cells it is no longer placed on (unless the rollout
-		// holds, writing nothing).
-		if plan.Held != "" {
-			break
-		}
-		if err := x.renderAll(ctx, false); err != nil {
-			return err
-		}
-	case rollout.WriteAll:
-		if err := x.renderAll(ctx, true); err != nil {
+	}
+	// Every placed cell rendered plainly (WriteAll), or else the app taken out of the cells it
+	// left; a rollout that holds writes nothing at all.
+	if plan.Held == "" {
+		if err := x.renderAll(ctx, plan.Write == rollout.WriteAll); err != nil {
 			return err
 		}
 	}
 	x.ro.Status = plan.Status
 	for _, u := range plan.Steps {
-		x.setStep(ctx, &plan.Status, u)
+		x.setStep(ctx, u)
 	}
 	for _, n := range plan.Create {
 		if err := x.create(ctx, n); err != nil {
@@ -137,7 +129,7 @@ func (x *execution) carryOut(ctx context.Context, plan *rollout.Plan) error {
 }
 
 // setStep records a RolloutStep's outcome, on the step the reconcile listed.
-func (x *execution) setStep(ctx context.Context, st *hubv1alpha1.RolloutStatus, u rollout.StepUpdate) {
+func (x *execution) setStep(ctx context.Context, u rollout.StepUpdate) {
 	for _, s := range x.steps {
 		if s.Name != u.Name {
 			continue
@@ -145,13 +137,11 @@ func (x *execution) setStep(ctx context.Context, st *hubv1alpha1.RolloutStatus, 
 		if u.IfApplied && s.Status.Phase != hubv1alpha1.StepApplied {
 			return
 		}
-		ro := x.ro.DeepCopy()
-		ro.Status = *st
 		var idx []int32
 		if u.StepIndex != 0 {
 			idx = []int32{u.StepIndex}
 		}
-		x.r.setStep(ctx, ro, s, u.Phase, u.Reason, u.Message, idx...)
+		x.r.setStep(ctx, x.ro, s, u.Phase, u.Reason, u.Message, idx...)
 		return
 	}
 }

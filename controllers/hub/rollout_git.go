@@ -59,15 +59,12 @@ func (x *execution) writeCells(ctx context.Context, st *hubv1alpha1.RolloutStatu
 	if canaries == 0 {
 		msg = fmt.Sprintf("Rollout %s/%s: back to the last-known-good commits", x.app.Namespace, x.app.Name)
 	}
-	guard := x.guard()
 	res, err := x.r.Store.Apply(ctx, gitstore.Update{
 		Message:  msg,
 		Branches: branches,
 		Restore:  restore,
+		Check:    x.mayWrite(ctx),
 		Edit: func(branch string, files *gitstore.Tree) error {
-			if err := guard(ctx); err != nil {
-				return err
-			}
 			e := entries[branch]
 			cell := byBranch[branch]
 			meta := cellbranch.CellMeta{Cell: cell.Name, Cluster: cell.Spec.Cluster}
@@ -148,46 +145,53 @@ func (x *execution) renderAll(ctx context.Context, plain bool) error {
 			return err
 		}
 	}
+	appKey := cellbranch.AppKey{Namespace: x.app.Namespace, Name: x.app.Name}
 	placed := map[string]bool{}
 	branches := make([]string, 0, len(x.placed))
 	for _, c := range x.placed {
 		placed[c.BranchName()] = true
 		branches = append(branches, c.BranchName())
 	}
-	visit := gitstore.Update{Branches: branches}
-	if last == nil {
-		visit.Prefixes = []string{hubv1alpha1.CellBranchPrefix}
+	u := gitstore.Update{
+		Message: fmt.Sprintf("Render %s revision %s to %d cells", appKey, render.AppRevision(x.app), len(x.placed)),
+		Check:   x.mayWrite(ctx),
 	}
+	if plain {
+		u.Branches = branches
+	}
+	if last == nil {
+		u.Prefixes = []string{hubv1alpha1.CellBranchPrefix}
+	}
+	var leaving []string
 	for _, b := range last {
 		if !placed[b] {
-			visit.Branches = append(visit.Branches, b)
+			leaving = append(leaving, b)
 		}
 	}
+	u.Branches = append(u.Branches, leaving...)
+	// The Cells name the branches the app leaves: none to read when it leaves none, and no Git
+	// at all for a canary's sweep then (its steps write its placed cells).
 	cells := &hubv1alpha1.CellList{}
-	if err := r.List(ctx, cells); err != nil {
-		return err
+	if len(leaving) > 0 || u.Prefixes != nil {
+		if err := r.List(ctx, cells); err != nil {
+			return err
+		}
+	} else if !plain {
+		r.markRendered(key, fp, branches)
+		return nil
 	}
-	appKey := cellbranch.AppKey{Namespace: x.app.Namespace, Name: x.app.Name}
 	sourceCommit := x.app.Annotations[hubv1alpha1.SourceCommitAnnotation]
-	guard := x.guard()
-	res, err := r.Store.Apply(ctx, gitstore.Update{
-		Message:  fmt.Sprintf("Render %s revision %s to %d cells", appKey, render.AppRevision(x.app), len(x.placed)),
-		Branches: visit.Branches,
-		Prefixes: visit.Prefixes,
-		Edit: func(branch string, files *gitstore.Tree) error {
-			if err := guard(ctx); err != nil {
-				return err
+	u.Edit = func(branch string, files *gitstore.Tree) error {
+		if placed[branch] {
+			if !plain {
+				return nil // the rollout's steps write a canary's placed cells
 			}
-			if placed[branch] {
-				if !plain {
-					return nil // the rollout's steps write a canary's placed cells
-				}
-				rc := rendered[branch]
-				return cellbranch.PutApp(files, rc.meta, appKey, rc.app, sourceCommit)
-			}
-			return cellbranch.RemoveApp(files, cellMetaOf(branch, cells.Items), appKey)
-		},
-	})
+			rc := rendered[branch]
+			return cellbranch.PutApp(files, rc.meta, appKey, rc.app, sourceCommit)
+		}
+		return cellbranch.RemoveApp(files, cellMetaOf(branch, cells.Items), appKey)
+	}
+	res, err := r.Store.Apply(ctx, u)
 	if err != nil {
 		return err
 	}
@@ -206,16 +210,11 @@ func (x *execution) renderAll(ctx context.Context, plain bool) error {
 // out of every branch.
 var errAppDeleting = errors.New("the app is being deleted")
 
-// guard runs inside the Git store's lock, before the first branch of an update is edited (and
-// again when the update is retried): a render never lands after the app's finalizer removed
-// its files.
-func (x *execution) guard() func(context.Context) error {
-	checked := false
-	return func(ctx context.Context) error {
-		if checked {
-			return nil
-		}
-		checked = true
+// mayWrite is the check every write of the rollout makes inside the Git store's lock, at each
+// attempt (gitstore.Update.Check): a render never lands after the app's finalizer removed its
+// files, even on a retry after losing a race to that removal.
+func (x *execution) mayWrite(ctx context.Context) func() error {
+	return func() error {
 		app := &hubv1alpha1.ServerlessApp{}
 		err := x.r.reader().Get(ctx, client.ObjectKeyFromObject(x.app), app)
 		switch {

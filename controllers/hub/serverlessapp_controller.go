@@ -28,7 +28,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
@@ -334,9 +333,9 @@ func (r *ServerlessAppReconciler) SetupWithManager(mgr ctrl.Manager, workers int
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&hubv1alpha1.ServerlessApp{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
-		Watches(&hubv1alpha1.CellPlacement{}, handler.EnqueueRequestsFromMapFunc(r.appsOfPlacement),
+		Watches(&hubv1alpha1.CellPlacement{}, handler.EnqueueRequestsFromMapFunc(appsOfPlacement(r.Client)),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&hubv1alpha1.Cell{}, handler.EnqueueRequestsFromMapFunc(r.allApps),
+		Watches(&hubv1alpha1.Cell{}, handler.EnqueueRequestsFromMapFunc(allApps(r.Client)),
 			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
 		WatchesRawSource(source.Channel(r.Events, &handler.EnqueueRequestForObject{})).
 		// The app shows its Rollout's trouble writing the branches (status.WriteTrouble).
@@ -344,52 +343,4 @@ func (r *ServerlessAppReconciler) SetupWithManager(mgr ctrl.Manager, workers int
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Named("serverlessapp").
 		Complete(r)
-}
-
-func (r *ServerlessAppReconciler) appsOfPlacement(ctx context.Context, o client.Object) []reconcile.Request {
-	apps := &hubv1alpha1.ServerlessAppList{}
-	if err := r.List(ctx, apps, client.InNamespace(o.GetNamespace()), client.MatchingFields{placementRefIndex: o.GetName()}); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Failed to list apps of placement", "placement", klog.KObj(o))
-		return nil
-	}
-	return requestsOf(apps.Items)
-}
-
-func (r *ServerlessAppReconciler) allApps(ctx context.Context, _ client.Object) []reconcile.Request {
-	apps := &hubv1alpha1.ServerlessAppList{}
-	if err := r.List(ctx, apps); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Failed to list apps")
-		return nil
-	}
-	return requestsOf(apps.Items)
-}
-
-// requestsOf is a request for each listed object.
-func requestsOf[T any, PT interface {
-	*T
-	client.Object
-}](items []T) []reconcile.Request {
-	out := make([]reconcile.Request, 0, len(items))
-	for i := range items {
-		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(PT(&items[i]))})
-	}
-	return out
-}
-
-// writeTroubleChanged passes a Rollout update that changes what the app shows of its trouble
-// writing the branches: not every status change of an active canary.
-var writeTroubleChanged = predicate.Funcs{
-	UpdateFunc: func(e event.UpdateEvent) bool {
-		o, okOld := e.ObjectOld.(*hubv1alpha1.Rollout)
-		n, okNew := e.ObjectNew.(*hubv1alpha1.Rollout)
-		if !okOld || !okNew {
-			return false
-		}
-		was, had := status.WriteTrouble(o.Status.Conditions)
-		is, has := status.WriteTrouble(n.Status.Conditions)
-		return had != has || was != is
-	},
-	CreateFunc:  func(event.CreateEvent) bool { return false },
-	DeleteFunc:  func(event.DeleteEvent) bool { return false },
-	GenericFunc: func(event.GenericEvent) bool { return false },
 }

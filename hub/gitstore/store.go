@@ -192,6 +192,11 @@ type Update struct {
 	Restore map[string]string
 	// Edit changes a branch's tree; nil leaves it as it is.
 	Edit EditFunc
+	// Check, when set, runs inside the store's lock at the start of every attempt, once the
+	// heads are read and before any branch is edited; an error abandons the update. It is where
+	// a writer makes sure it may still write (its object is not being deleted, say) when a
+	// retry after a lost race could otherwise land after another writer's removal.
+	Check func() error
 }
 
 // Result says what an update did.
@@ -249,6 +254,11 @@ func (s *Store) applyOnce(ctx context.Context, u Update, auth transport.AuthMeth
 	heads, err := s.refresh(ctx, auth, u.wants())
 	if err != nil {
 		return nil, nil, err
+	}
+	if u.Check != nil {
+		if err := u.Check(); err != nil {
+			return nil, nil, err
+		}
 	}
 	visit := s.visitList(u, heads)
 	res := &Result{Commits: map[string]string{}, Heads: map[string]string{}, Before: map[string]string{}}

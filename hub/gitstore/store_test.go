@@ -166,6 +166,46 @@ func TestApplyRetriesAfterLosingARace(t *testing.T) {
 	g.Expect(out).To(Equal("x"))
 }
 
+// Check runs at every attempt, before any edit: when another writer's push wins the race and the
+// writer may no longer write (its app is being deleted, say), the retry writes nothing.
+func TestApplyChecksAtEveryAttempt(t *testing.T) {
+	g := NewWithT(t)
+	srv, url := newServer(t)
+	s := newStore(t, url, pass, nil)
+	ctx := context.Background()
+	_, err := s.Apply(ctx, gitstore.Update{Message: "base", Branches: []string{"cells/a"}, Edit: write(map[string]string{"a.yaml": "1"})})
+	g.Expect(err).NotTo(HaveOccurred())
+	clone := t.TempDir()
+	_, err = testenv.Git(clone, "clone", "-q", "--branch", "cells/a", srv.AuthURL("gitops"), ".")
+	g.Expect(err).NotTo(HaveOccurred())
+	checks, edits := 0, 0
+	removed := errors.New("the app is being deleted")
+	_, err = s.Apply(ctx, gitstore.Update{Message: "ours", Branches: []string{"cells/a"},
+		Check: func() error {
+			if checks++; checks > 1 {
+				return removed
+			}
+			return nil
+		},
+		Edit: func(_ string, t *gitstore.Tree) error {
+			edits++
+			// Another writer takes the app out between our read and our push.
+			_, err := testenv.Git(clone, "rm", "-q", "a.yaml")
+			g.Expect(err).NotTo(HaveOccurred())
+			_, err = testenv.Git(clone, "commit", "-qm", "removed")
+			g.Expect(err).NotTo(HaveOccurred())
+			_, err = testenv.Git(clone, "push", "-q", "origin", "cells/a")
+			g.Expect(err).NotTo(HaveOccurred())
+			t.Write("a.yaml", []byte("2"))
+			return nil
+		}})
+	g.Expect(err).To(MatchError(removed))
+	g.Expect([2]int{checks, edits}).To(Equal([2]int{2, 1}), "checked again before the retry, which edits nothing")
+	removedHead, _ := testenv.Git(clone, "rev-parse", "HEAD")
+	head, _ := testenv.Git(srv.RepoDir("gitops"), "rev-parse", "cells/a")
+	g.Expect(head).To(Equal(removedHead), "the removal stands")
+}
+
 func TestApplyErrorsSayWhatToDo(t *testing.T) {
 	g := NewWithT(t)
 	srv, url := newServer(t)

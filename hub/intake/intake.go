@@ -180,13 +180,12 @@ func (i *Intake) sources(ctx context.Context) ([]source, error) {
 			return nil, err
 		}
 	}
+	if i.stores == nil {
+		i.stores = map[string]*gitstore.Store{}
+	}
 	elsewhere := map[string]bool{}
 	var out []source
-	urls := slices.Sorted(maps.Keys(repos))
-	for _, url := range urls {
-		if i.stores == nil {
-			i.stores = map[string]*gitstore.Store{}
-		}
+	for _, url := range slices.Sorted(maps.Keys(repos)) {
 		cells := map[string]bool{}
 		for _, c := range repos[url] {
 			cells[c], elsewhere[c] = true, true

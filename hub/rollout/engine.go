@@ -212,8 +212,8 @@ func (p *planner) placedSet() map[string]bool {
 	return out
 }
 
-// Active is true while a rollout walks its steps (paused included).
-func Active(ph hubv1alpha1.RolloutPhase) bool {
+// active is true while a rollout walks its steps (paused included).
+func active(ph hubv1alpha1.RolloutPhase) bool {
 	return ph == hubv1alpha1.PhaseProgressing || ph == hubv1alpha1.PhasePaused
 }
 
@@ -221,7 +221,7 @@ func Active(ph hubv1alpha1.RolloutPhase) bool {
 func (p *planner) needsStart() bool {
 	st := &p.st
 	switch {
-	case Active(st.Phase):
+	case active(st.Phase):
 		return st.CanaryRevision != p.rev || (!p.strategy.AllAtOnce && len(p.canaryCells()) == 0)
 	case st.Phase == hubv1alpha1.PhaseAborted:
 		return st.CanaryRevision != p.rev
@@ -255,7 +255,7 @@ func (p *planner) start() bool {
 		}
 		first = isFirst
 	}
-	if Active(st.Phase) && st.CanaryRevision != "" && st.CanaryRevision != p.rev {
+	if active(st.Phase) && st.CanaryRevision != "" && st.CanaryRevision != p.rev {
 		st.SupersededRevision = st.CanaryRevision
 		p.event(corev1.EventTypeNormal, hubv1alpha1.ReasonSuperseded, fmt.Sprintf("Revision %s supersedes %s at step %d/%d; cells that ran %s go back to their stable revision unless the new first step covers them",
 			p.rev, st.CanaryRevision, st.Step, st.Steps, st.CanaryRevision))

@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -65,6 +66,13 @@ func canary(image string, policy StaleCellPolicy, steps ...hubv1alpha1.CanarySte
 				Steps: steps, StaleCellPolicy: string(policy), FailureThreshold: &metav1.Duration{Duration: 5 * time.Minute}}},
 		},
 	}
+}
+
+// allAtOnce is the app with the default strategy.
+func allAtOnce(image string) *hubv1alpha1.ServerlessApp {
+	app := canary(image, StaleWait)
+	app.Spec.Strategy = nil
+	return app
 }
 
 func at(weight int32, names ...string) hubv1alpha1.CanaryStep {
@@ -230,6 +238,13 @@ func (w *world) expectTrees(want map[string]string) {
 	}
 }
 
+func (w *world) expectStep(name string, phase hubv1alpha1.RolloutStepPhase, says string) {
+	w.t.Helper()
+	if w.steps[name] != phase || !strings.Contains(w.messages[name], says) {
+		w.t.Fatalf("RolloutStep %s is %s (%q); want %s saying %q", name, w.steps[name], w.messages[name], phase, says)
+	}
+}
+
 func (w *world) expectEvent(reason, says string) {
 	w.t.Helper()
 	for _, e := range w.events {
@@ -379,9 +394,7 @@ func TestPlanResumeMeasuresAgain(t *testing.T) {
 	first := w.st.Cells[0].Analysis.ID
 	w.request("resume", hubv1alpha1.ActionResume)
 	w.decide()
-	if w.steps["resume"] != hubv1alpha1.StepSucceeded || !strings.Contains(w.messages["resume"], "measured again") {
-		t.Fatalf("resume: %s %q", w.steps["resume"], w.messages["resume"])
-	}
+	w.expectStep("resume", hubv1alpha1.StepSucceeded, "measured again")
 	if w.st.AnalysisAttempt != 1 || w.st.Cells[0].Analysis.ID == first {
 		t.Fatalf("the analysis must be rendered again under a new id: %+v", w.st.Cells[0].Analysis)
 	}
@@ -436,9 +449,7 @@ func TestPlanPauseAndResume(t *testing.T) {
 	w.request("too-soon", hubv1alpha1.ActionAdvance)
 	writes := len(w.written)
 	w.decide()
-	if w.steps["too-soon"] != hubv1alpha1.StepRefused || !strings.Contains(w.messages["too-soon"], "still in progress") {
-		t.Fatalf("too-soon: %s %q", w.steps["too-soon"], w.messages["too-soon"])
-	}
+	w.expectStep("too-soon", hubv1alpha1.StepRefused, "still in progress")
 	for _, touched := range w.written[writes:] {
 		if len(touched) != 0 {
 			t.Fatalf("a refused step wrote %v", touched)
@@ -480,13 +491,11 @@ func TestPlanUndo(t *testing.T) {
 	w.decide()
 	w.expect(hubv1alpha1.PhaseCompleted, "3/3", v2)
 	w.request("back", hubv1alpha1.ActionUndo)
-	p := w.decide()
-	if p.SetTemplate == nil && w.app.Spec.Template.Image != "ghcr.io/acme/web:v1" {
+	w.decide()
+	if w.app.Spec.Template.Image != "ghcr.io/acme/web:v1" || w.rev() != v1 {
 		t.Fatalf("undo must set the template back to v1: %+v", w.app.Spec.Template)
 	}
-	if w.rev() != v1 || w.steps["back"] != hubv1alpha1.StepSucceeded {
-		t.Fatalf("undo: revision %s, step %s %q", w.rev(), w.steps["back"], w.messages["back"])
-	}
+	w.expectStep("back", hubv1alpha1.StepSucceeded, "Rolling forward to revision "+v1)
 	w.expect(hubv1alpha1.PhaseProgressing, "1/3", "")
 	w.expectTrees(map[string]string{"a": v1 + "@20", "b": v2 + "@100"})
 
@@ -494,17 +503,13 @@ func TestPlanUndo(t *testing.T) {
 	synced.app.Annotations = map[string]string{hubv1alpha1.SourceCommitAnnotation: "0123456789abcdef"}
 	synced.request("back", hubv1alpha1.ActionUndo)
 	synced.decide()
-	if synced.steps["back"] != hubv1alpha1.StepRefused || !strings.Contains(synced.messages["back"], "synced from Git (commit 0123456789ab)") {
-		t.Fatalf("undo of a synced app: %s %q", synced.steps["back"], synced.messages["back"])
-	}
+	synced.expectStep("back", hubv1alpha1.StepRefused, "synced from Git (commit 0123456789ab)")
 }
 
 // All at once is the one-step strategy of the same engine: every placed cell plainly at once,
 // complete when the app's summary says every cell runs it ready; RolloutSteps are refused.
 func TestPlanAllAtOnce(t *testing.T) {
-	app := canary("ghcr.io/acme/web:v1", StaleWait)
-	app.Spec.Strategy = nil
-	w := newWorld(t, app, "a", "b")
+	w := newWorld(t, allAtOnce("ghcr.io/acme/web:v1"), "a", "b")
 	v1 := w.rev()
 	p := w.decide()
 	if p.Write != WriteAll {
@@ -551,21 +556,17 @@ func TestPlanAllAtOnce(t *testing.T) {
 	w.expectTrees(map[string]string{"a": v2 + "@100", "b": v2 + "@100"})
 	w.request("pause", hubv1alpha1.ActionPause)
 	w.decide()
-	if w.steps["pause"] != hubv1alpha1.StepRefused || !strings.Contains(w.messages["pause"], "rolls out all at once") {
-		t.Fatalf("a RolloutStep on an all-at-once app: %s %q", w.steps["pause"], w.messages["pause"])
-	}
+	w.expectStep("pause", hubv1alpha1.StepRefused, "rolls out all at once")
 }
 
 // All at once on more cells than the app's status lists (at most 256): the gate counts with the
 // summary's counters, which cover every cell, and completes.
 func TestPlanAllAtOnceBeyondTheListedCells(t *testing.T) {
-	app := canary("ghcr.io/acme/web:v1", StaleWait)
-	app.Spec.Strategy = nil
 	names := make([]string, 300)
 	for i := range names {
 		names[i] = fmt.Sprintf("cell-%03d", i)
 	}
-	w := newWorld(t, app, names...)
+	w := newWorld(t, allAtOnce("ghcr.io/acme/web:v1"), names...)
 	w.decide()
 	w.app.Status.Revision, w.app.Status.CellCount = w.rev(), 300
 	for _, n := range names[:hubv1alpha1.MaxStatusCells] {
@@ -587,9 +588,9 @@ func TestPlanAllAtOnceBeyondTheListedCells(t *testing.T) {
 func TestPlanBadInputAndLostState(t *testing.T) {
 	w := newWorld(t, canary("ghcr.io/acme/web:v1", StaleWait, at(20, "zz"), at(100)), "a", "b")
 	p := w.decide()
-	var e *Error
-	if p.Err == nil || !strings.Contains(p.Err.Error(), "outside the placement: zz") || p.Write != NoWrite || len(p.Steps) != 0 {
-		t.Fatalf("want a refusal with nothing planned, got %+v (%T)", p, e)
+	var e *Error // what the hub shows as InvalidStrategy, with nothing written
+	if !errors.As(p.Err, &e) || !strings.Contains(e.Message, "outside the placement: zz") || p.Write != NoWrite || len(p.Steps) != 0 || len(w.written) != 0 {
+		t.Fatalf("want a refusal with nothing planned, got %+v", p)
 	}
 
 	w = newWorld(t, canary("ghcr.io/acme/web:v2", StaleWait, at(20, "a"), at(100)), "a", "b")

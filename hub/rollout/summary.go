@@ -67,7 +67,7 @@ func (p *planner) summarizeCanary() {
 			want = p.rev
 		}
 		e.Updated = s.Revision != "" && s.Revision == want && (e.Canary || st.Phase == hubv1alpha1.PhaseCompleted)
-		if !Active(st.Phase) {
+		if !active(st.Phase) {
 			e.Message = ""
 		}
 		if e.Message == "" && !s.Ready {

@@ -20,7 +20,7 @@ func (p *planner) take(r Request) bool {
 	if s.Revision != "" && s.Action != hubv1alpha1.ActionUndo && s.Revision != st.CanaryRevision {
 		return refuse(hubv1alpha1.ReasonInvalidStep, "the step is for revision %s, but the rollout's canary is %s", s.Revision, orNone(st.CanaryRevision))
 	}
-	if s.Action != hubv1alpha1.ActionUndo && s.Action != hubv1alpha1.ActionResume && !Active(st.Phase) {
+	if s.Action != hubv1alpha1.ActionUndo && s.Action != hubv1alpha1.ActionResume && !active(st.Phase) {
 		return refuse(hubv1alpha1.ReasonInvalidStep, "nothing to %s: the rollout is %s", strings.ToLower(string(s.Action)), orNone(string(st.Phase)))
 	}
 	why := ""
@@ -104,7 +104,7 @@ func (p *planner) undo(r Request) bool {
 	target := r.Spec.Revision
 	if target == "" {
 		switch {
-		case Active(st.Phase) || st.Phase == hubv1alpha1.PhaseAborted:
+		case active(st.Phase) || st.Phase == hubv1alpha1.PhaseAborted:
 			target = st.StableRevision
 		case len(st.History) >= 2:
 			target = st.History[len(st.History)-2].Revision
