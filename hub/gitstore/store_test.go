@@ -128,18 +128,27 @@ func TestApplyFailedEditPushesNothing(t *testing.T) {
 	g.Expect(heads).To(BeEmpty())
 }
 
-func TestApplyRetriesAfterLosingARace(t *testing.T) {
-	g := NewWithT(t)
+// raceable is a store whose cells/a holds one commit, and a clone of that branch through which
+// another writer pushes.
+func raceable(t *testing.T) (*testenv.GitServer, *gitstore.Store, string) {
+	t.Helper()
 	srv, url := newServer(t)
 	s := newStore(t, url, pass, nil)
-	ctx := context.Background()
-	_, err := s.Apply(ctx, gitstore.Update{Message: "base", Branches: []string{"cells/a"}, Edit: write(map[string]string{"a.yaml": "1"})})
-	g.Expect(err).NotTo(HaveOccurred())
-
-	// Someone else pushes to the branch between our read and our push.
+	if _, err := s.Apply(context.Background(), gitstore.Update{Message: "base", Branches: []string{"cells/a"}, Edit: write(map[string]string{"a.yaml": "1"})}); err != nil {
+		t.Fatal(err)
+	}
 	clone := t.TempDir()
-	_, err = testenv.Git(clone, "clone", "-q", "--branch", "cells/a", srv.AuthURL("gitops"), ".")
-	g.Expect(err).NotTo(HaveOccurred())
+	if _, err := testenv.Git(clone, "clone", "-q", "--branch", "cells/a", srv.AuthURL("gitops"), "."); err != nil {
+		t.Fatal(err)
+	}
+	return srv, s, clone
+}
+
+func TestApplyRetriesAfterLosingARace(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	// Someone else pushes to the branch between our read and our push.
+	srv, s, clone := raceable(t)
 	calls := 0
 	res, err := s.Apply(ctx, gitstore.Update{Message: "ours", Branches: []string{"cells/a"},
 		Edit: func(_ string, t *gitstore.Tree) error {
@@ -170,17 +179,11 @@ func TestApplyRetriesAfterLosingARace(t *testing.T) {
 // writer may no longer write (its app is being deleted, say), the retry writes nothing.
 func TestApplyChecksAtEveryAttempt(t *testing.T) {
 	g := NewWithT(t)
-	srv, url := newServer(t)
-	s := newStore(t, url, pass, nil)
 	ctx := context.Background()
-	_, err := s.Apply(ctx, gitstore.Update{Message: "base", Branches: []string{"cells/a"}, Edit: write(map[string]string{"a.yaml": "1"})})
-	g.Expect(err).NotTo(HaveOccurred())
-	clone := t.TempDir()
-	_, err = testenv.Git(clone, "clone", "-q", "--branch", "cells/a", srv.AuthURL("gitops"), ".")
-	g.Expect(err).NotTo(HaveOccurred())
+	srv, s, clone := raceable(t)
 	checks, edits := 0, 0
 	removed := errors.New("the app is being deleted")
-	_, err = s.Apply(ctx, gitstore.Update{Message: "ours", Branches: []string{"cells/a"},
+	_, err := s.Apply(ctx, gitstore.Update{Message: "ours", Branches: []string{"cells/a"},
 		Check: func() error {
 			if checks++; checks > 1 {
 				return removed
