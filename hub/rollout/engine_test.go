@@ -301,6 +301,9 @@ func TestPlanWalksEveryStep(t *testing.T) {
 	w.decide()
 	w.expect(hubv1alpha1.PhaseCompleted, "3/3", "Revision "+v2+" runs in every placed cell")
 	w.expectTrees(map[string]string{"a": v2 + "@100", "b": v2 + "@100", "c": v2 + "@100"})
+	if w.last.Write != WriteAll {
+		t.Fatalf("the completing decision must render every cell plainly before saying Completed, got write %v", w.last.Write)
+	}
 	if w.st.StableRevision != v2 || len(w.st.History) != 2 || w.st.CanaryRevision != "" {
 		t.Fatalf("completed status: %+v", w.st)
 	}

@@ -101,7 +101,10 @@ func (p *planner) progress() {
 	}
 	switch d.Action {
 	case ActComplete:
+		// The completing decision renders every cell plainly before the status says Completed,
+		// so a completed rollout's branches are already at rest.
 		p.complete()
+		p.plan.Write = WriteAll
 		p.plan.Outcome = AtRest(*st, "")
 		p.plan.RecheckAfter, p.plan.Resync = 0, true
 		return
