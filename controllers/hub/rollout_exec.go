@@ -35,10 +35,15 @@ type execution struct {
 	placed []*hubv1alpha1.Cell
 	// templates are the checked AnalysisTemplates the strategy names, by name.
 	templates map[string]*hubv1alpha1.AnalysisTemplate
+	// table is the cell table's files as last read from or written to Git (above
+	// rollout.StatusCells cells).
+	table map[string][]byte
 }
 
 func (x *execution) run(ctx context.Context) (outcome.Outcome, ctrl.Result, error) {
 	r := x.r
+	// The engine decides over the whole cell table; the status lists its first cells.
+	defer shownCells(&x.ro.Status)
 	x.pl = &hubv1alpha1.CellPlacement{}
 	if err := r.Get(ctx, client.ObjectKey{Namespace: x.app.Namespace, Name: x.app.Spec.PlacementRef.Name}, x.pl); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -52,6 +57,9 @@ func (x *execution) run(ctx context.Context) (outcome.Outcome, ctrl.Result, erro
 	}
 	x.placed = res.Cells
 	if err := x.loadTemplates(ctx); err != nil {
+		return x.fail(err)
+	}
+	if err := x.loadTable(ctx); err != nil {
 		return x.fail(err)
 	}
 	in := rollout.Input{App: x.app, Placed: x.placed, Reports: r.Reports, StaleAfter: r.StaleAfter, Now: r.clock().Now(), Poll: r.pollEvery(),
@@ -112,6 +120,9 @@ func (x *execution) carryOut(ctx context.Context, plan *rollout.Plan) error {
 		if err := x.renderAll(ctx, plan.Write == rollout.WriteAll); err != nil {
 			return err
 		}
+	}
+	if err := x.saveTable(ctx, &plan.Status); err != nil {
+		return err
 	}
 	x.ro.Status = plan.Status
 	for _, u := range plan.Steps {

@@ -12,9 +12,6 @@ import (
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
-	"github.com/cellsync/cellsync/controllers/gitauth"
-	"github.com/cellsync/cellsync/controllers/gitpack"
-	"github.com/cellsync/cellsync/controllers/gitrefs"
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
@@ -22,6 +19,10 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/memory"
+
+	"github.com/cellsync/cellsync/controllers/gitauth"
+	"github.com/cellsync/cellsync/controllers/gitpack"
+	"github.com/cellsync/cellsync/controllers/gitrefs"
 )
 
 const (
@@ -325,15 +326,8 @@ func (s *Store) restoredTree(ctx context.Context, auth transport.AuthMethod, com
 	if h.IsZero() || h.String() != commit {
 		return nil, fmt.Errorf("cannot restore %q: not a commit hash", commit)
 	}
-	if s.repo.Storer.HasEncodedObject(h) != nil {
-		spec := config.RefSpec(commit + ":" + plumbing.NewRemoteReferenceName(remoteName, "restore/"+commit).String())
-		err := s.remote.FetchContext(ctx, &git.FetchOptions{RemoteName: remoteName, RefSpecs: []config.RefSpec{spec}, Auth: auth, Tags: git.NoTags, Depth: 1})
-		if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-			if errors.Is(err, git.ErrExactSHA1NotSupported) {
-				return nil, &ConfigError{Err: fmt.Errorf("commit %s is no longer in the hub's clone and the Git server does not serve commits by hash (set uploadpack.allowReachableSHA1InWant): %w", commit, err)}
-			}
-			return nil, classify(err, s.opts.URL)
-		}
+	if err := s.fetchCommit(ctx, auth, h); err != nil {
+		return nil, err
 	}
 	tree, _, err := s.treeAt(h)
 	if err != nil {
@@ -341,6 +335,57 @@ func (s *Store) restoredTree(ctx context.Context, auth transport.AuthMethod, com
 	}
 	tree.changed = true
 	return tree, nil
+}
+
+// fetchCommit fetches a commit the clone lacks by its hash.
+func (s *Store) fetchCommit(ctx context.Context, auth transport.AuthMethod, h plumbing.Hash) error {
+	if s.repo.Storer.HasEncodedObject(h) == nil {
+		return nil
+	}
+	commit := h.String()
+	spec := config.RefSpec(commit + ":" + plumbing.NewRemoteReferenceName(remoteName, "restore/"+commit).String())
+	err := s.remote.FetchContext(ctx, &git.FetchOptions{RemoteName: remoteName, RefSpecs: []config.RefSpec{spec}, Auth: auth, Tags: git.NoTags, Depth: 1})
+	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		if errors.Is(err, git.ErrExactSHA1NotSupported) {
+			return &ConfigError{Err: fmt.Errorf("commit %s is no longer in the hub's clone and the Git server does not serve commits by hash (set uploadpack.allowReachableSHA1InWant): %w", commit, err)}
+		}
+		return classify(err, s.opts.URL)
+	}
+	return nil
+}
+
+// ReadCommit returns every file under prefix ("" for all) at a commit of branch: a commit the
+// clone lacks is looked for at the branch's head, then fetched by its hash.
+func (s *Store) ReadCommit(ctx context.Context, branch, commit, prefix string) (map[string][]byte, error) {
+	h := plumbing.NewHash(commit)
+	if h.IsZero() || h.String() != commit {
+		return nil, fmt.Errorf("cannot read %q: not a commit hash", commit)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.repo.Storer.HasEncodedObject(h) != nil {
+		auth, _, err := s.opts.Credentials(ctx)
+		if err != nil {
+			return nil, &ConfigError{Err: err}
+		}
+		heads, refused, err := s.refreshPrefix(ctx, auth, branch, func(b string) bool { return b == branch }, nil)
+		if err == nil {
+			err = refusedError(refused)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if heads[branch] != h {
+			if err := s.fetchCommit(ctx, auth, h); err != nil {
+				return nil, err
+			}
+		}
+	}
+	tree, _, err := s.treeAt(h)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read commit %s of branch %s: %w", commit, branch, err)
+	}
+	return tree.files(prefix)
 }
 
 // wants returns whether the update visits a branch; the branch set is built once, so a refresh
@@ -665,17 +710,9 @@ func (s *Store) ReadBranch(ctx context.Context, branch, prefix string) (string, 
 	if err != nil {
 		return "", nil, err
 	}
-	prefix = strings.Trim(prefix, "/")
-	files := map[string][]byte{}
-	for _, p := range tree.List() {
-		if prefix != "" && !strings.HasPrefix(p, prefix+"/") {
-			continue
-		}
-		b, err := tree.Read(p)
-		if err != nil {
-			return "", nil, err
-		}
-		files[p] = b
+	files, err := tree.files(prefix)
+	if err != nil {
+		return "", nil, err
 	}
 	return head.String(), files, nil
 }

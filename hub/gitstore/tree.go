@@ -91,6 +91,23 @@ func (t *Tree) hasObject(h plumbing.Hash) bool {
 	return t.s.HasEncodedObject(h) == nil
 }
 
+// files reads every file under prefix ("" for all).
+func (t *Tree) files(prefix string) (map[string][]byte, error) {
+	prefix = strings.Trim(prefix, "/")
+	out := map[string][]byte{}
+	for _, p := range t.List() {
+		if prefix != "" && !strings.HasPrefix(p, prefix+"/") {
+			continue
+		}
+		b, err := t.Read(p)
+		if err != nil {
+			return nil, err
+		}
+		out[p] = b
+	}
+	return out, nil
+}
+
 // Delete removes a file.
 func (t *Tree) Delete(path string) {
 	if _, ok := t.entries[path]; ok {

@@ -14,10 +14,6 @@ import (
 	"github.com/cellsync/cellsync/hub/render"
 )
 
-// MaxCanaryCells bounds a canary placement, so that the Rollout status can keep every touched
-// cell's last-known-good commit. An all-at-once rollout keeps none and has no bound.
-const MaxCanaryCells = 1000
-
 // LastKnownGoodNone is the last-known-good of a branch that did not exist: going back removes
 // the app.
 const LastKnownGoodNone = "none"
@@ -139,6 +135,9 @@ type planner struct {
 	strategy Strategy
 	rev      string
 	plan     Plan
+	// index finds a cell in st.Cells by name; nil until first used, dropped when the list is
+	// reordered.
+	index map[string]int
 }
 
 func (p *planner) run() {
@@ -154,10 +153,6 @@ func (p *planner) run() {
 	if len(p.in.Placed) == 0 {
 		p.summarize()
 		p.plan.Outcome = outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonNoCells, Message: "The placement resolves no cells yet"}
-		return
-	}
-	if !p.strategy.AllAtOnce && len(p.in.Placed) > MaxCanaryCells {
-		p.fail(fail("a canary rollout covers at most %d cells; the placement has %d (use AllAtOnce or split the placement)", MaxCanaryCells, len(p.in.Placed)))
 		return
 	}
 	p.forgetUnplaced()
@@ -363,7 +358,7 @@ func (p *planner) complete() {
 	st.History = AppendHistory(st.History, p.rev, p.in.App, p.in.Now)
 	msg := fmt.Sprintf("Revision %s runs in every placed cell", p.rev)
 	if len(st.SkippedCells) > 0 {
-		msg += "; skipped stale cells: " + strings.Join(st.SkippedCells, ", ")
+		msg += "; skipped stale cells: " + some(st.SkippedCells, ", ")
 	}
 	st.StableRevision, st.CanaryRevision, st.CanaryWeight, st.SupersededRevision, st.Paused = p.rev, "", 0, "", false
 	p.to(hubv1alpha1.PhaseCompleted, msg)
@@ -408,12 +403,17 @@ func (p *planner) event(typ, reason, msg string) {
 // cell returns the status entry of a cell, adding it when missing.
 func (p *planner) cell(name string) *hubv1alpha1.RolloutCell {
 	st := &p.st
-	for i := range st.Cells {
-		if st.Cells[i].Cell == name {
-			return &st.Cells[i]
+	if p.index == nil {
+		p.index = make(map[string]int, len(st.Cells))
+		for i := range st.Cells {
+			p.index[st.Cells[i].Cell] = i
 		}
 	}
+	if i, ok := p.index[name]; ok {
+		return &st.Cells[i]
+	}
 	st.Cells = append(st.Cells, hubv1alpha1.RolloutCell{Cell: name})
+	p.index[name] = len(st.Cells) - 1
 	return &st.Cells[len(st.Cells)-1]
 }
 

@@ -2,7 +2,6 @@ package rollout
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -234,7 +233,7 @@ func Next(s StepFacts, now time.Time, poll time.Duration) Decision {
 	case s.Step >= s.Steps:
 		msg := fmt.Sprintf("Revision %s runs in every placed cell", s.Revision)
 		if len(s.Gate.Skipped) > 0 {
-			msg += "; skipped stale cells: " + strings.Join(s.Gate.Skipped, ", ")
+			msg += "; skipped stale cells: " + some(s.Gate.Skipped, ", ")
 		}
 		d = Decision{Phase: hubv1alpha1.PhaseCompleted, Message: msg, Action: ActComplete,
 			Outcome: outcome.Outcome{Kind: outcome.Succeeded, Reason: hubv1alpha1.ReasonRolledOut, Message: msg}}

@@ -266,19 +266,31 @@ func Judge(app, appNamespace string, cells []Expectation, reports *intake.Report
 	}
 	switch {
 	case g.Abort:
-		g.Reason = "Canary failed: " + strings.Join(g.Failed, "; ")
+		g.Reason = "Canary failed: " + some(g.Failed, "; ")
 	case g.Inconclusive:
-		g.Reason = "Analysis inconclusive: " + strings.Join(inconclusive, "; ")
+		g.Reason = "Analysis inconclusive: " + some(inconclusive, "; ")
 	case len(g.Waiting) > 0:
-		g.Reason = "Waiting for " + strings.Join(g.Waiting, "; ")
+		g.Reason = "Waiting for " + some(g.Waiting, "; ")
 	default:
 		g.Complete = true
 		g.Reason = "Every masked cell reports the step"
 		if len(g.Skipped) > 0 {
-			g.Reason += "; skipped stale cells: " + strings.Join(g.Skipped, ", ")
+			g.Reason += "; skipped stale cells: " + some(g.Skipped, ", ")
 		}
 	}
 	return g
+}
+
+// listed is how many cells a message names before it counts the rest: a step over thousands of
+// cells says what it waits for in a line, and each cell's own note is in its entry.
+const listed = 10
+
+// some joins the first items of a list and counts the others.
+func some(items []string, sep string) string {
+	if len(items) <= listed {
+		return strings.Join(items, sep)
+	}
+	return fmt.Sprintf("%s%sand %d more", strings.Join(items[:listed], sep), sep, len(items)-listed)
 }
 
 // analysisOf finds the cell's report of the expected analysis, measured for the expected commit.

@@ -31,7 +31,7 @@ func (p *planner) summarizeAll() {
 	st := &p.st
 	app := p.in.App
 	// The counts cover every placed cell; the list is the app's, bounded.
-	st.Cells, st.TotalCells = nil, int32(app.Status.CellCount)
+	st.Cells, st.TotalCells, p.index = nil, int32(app.Status.CellCount), nil
 	st.UpdatedCells, st.ReadyCells = int32(app.Status.UpdatedCells), int32(app.Status.RolledOutCells)
 	for _, c := range app.Status.CellStatuses {
 		rc := hubv1alpha1.RolloutCell{Cell: c.Cell, Revision: c.Revision, Message: c.Message}
@@ -80,11 +80,8 @@ func (p *planner) summarizeCanary() {
 			kept = append(kept, e)
 		}
 	}
-	st.Cells = kept
+	st.Cells, p.index = kept, nil
 	sort.Slice(st.Cells, func(i, j int) bool { return st.Cells[i].Cell < st.Cells[j].Cell })
-	if len(st.Cells) > MaxCanaryCells {
-		st.Cells = st.Cells[:MaxCanaryCells]
-	}
 	st.UpdatedCells, st.ReadyCells, st.TotalCells = 0, 0, int32(len(p.in.Placed))
 	for _, e := range st.Cells {
 		if !placed[e.Cell] {

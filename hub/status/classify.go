@@ -59,6 +59,7 @@ func Classify(err error) Verdict {
 		refused  Refusal
 		tmpl     *analysis.Error
 		limit    *gitpack.LimitError
+		table    *rollout.TableError
 	)
 	stalled := func(fix Fix, reason, msg string) Verdict {
 		return Verdict{Outcome: outcome.Outcome{Kind: outcome.Stalled, Reason: reason, Message: msg}, Fix: fix}
@@ -72,6 +73,8 @@ func Classify(err error) Verdict {
 		return stalled(FixSpec, tmpl.Reason, tmpl.Message)
 	case errors.As(err, &strategy):
 		return stalled(FixSpec, hubv1alpha1.ReasonInvalidStrategy, strategy.Message)
+	case errors.As(err, &table):
+		return stalled(FixElsewhere, hubv1alpha1.ReasonCellTableInvalid, table.Error())
 	case errors.As(err, &limit):
 		return stalled(FixElsewhere, hubv1alpha1.ReasonLimitExceeded, limit.Message)
 	case errors.As(err, &refused):

@@ -10,11 +10,13 @@ import (
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 )
 
-// A fleet of 1,000 cells, counted rather than timed: status refs in shards of 64 cells, one app
-// placed on every cell walks a two-step canary; every branch gets exactly the commits of the
-// steps that reached it; an idle poll moves under 1 KB and a heartbeat under 8 KB per agent.
-func TestFleetOf1000Cells(t *testing.T) {
-	f := Start(t, Options{Cells: 1000, ShardSize: 64, Canary: true, Workers: 4, PollEvery: 2 * time.Second, Heartbeat: time.Minute})
+// A fleet of 1,200 cells, counted rather than timed: status refs in shards of 64 cells, one app
+// placed on every cell walks a two-step canary (more cells than a Rollout's status lists, so
+// its cell table lives in Git); every branch gets exactly the commits of the steps that reached
+// it; an idle poll moves under 1 KB and a heartbeat under 8 KB per agent.
+func TestFleetOf1200Cells(t *testing.T) {
+	const cells = 1200
+	f := Start(t, Options{Cells: cells, ShardSize: 64, Canary: true, Workers: 4, PollEvery: 2 * time.Second, Heartbeat: time.Minute})
 	f.Deploy(t)
 	f.WaitCompleted(t, appImage, 8*time.Minute)
 	const v2 = "ghcr.io/acme/web:v2"
@@ -23,20 +25,37 @@ func TestFleetOf1000Cells(t *testing.T) {
 	if len(ro.Status.History) != 2 || ro.Status.Steps != 2 {
 		t.Errorf("history %d revisions, %d steps; want 2 and 2", len(ro.Status.History), ro.Status.Steps)
 	}
+	// The status lists 1,000 cells; the cell table went through Git at each step of v2 (10 %
+	// of the cells, then all of them) and was emptied when the rollout completed.
+	if len(ro.Status.Cells) != 1000 || ro.Status.CellTable != nil || ro.Status.TotalCells != cells {
+		t.Errorf("a completed rollout over %d cells lists %d (total %d) and names table %+v", cells, len(ro.Status.Cells), ro.Status.TotalCells, ro.Status.CellTable)
+	}
+	table, err := gitIn(f, "log", "--format=%s", "rollouts/"+ns+"/"+appName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"at step 1/2, 120 cells", "at step 2/2, 1200 cells", ", 0 cells"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("the cell table's history has no commit %q:\n%s", want, table)
+		}
+	}
+	if files, err := gitIn(f, "ls-tree", "-r", "rollouts/"+ns+"/"+appName); err != nil || files != "" {
+		t.Errorf("a completed rollout's table is empty: %q %v", files, err)
+	}
 	// The first deploy went straight to the last step (one commit per branch); v2's step 1
 	// reached the first 10 % of the cells by name, step 2 every cell.
 	heads, err := f.Git.BranchHeads("gitops", hubv1alpha1.CellBranchPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(heads) != 1000 {
-		t.Fatalf("%d cell branches, want 1000", len(heads))
+	if len(heads) != cells {
+		t.Fatalf("%d cell branches, want %d", len(heads), cells)
 	}
 	wrong := 0
 	for branch := range heads {
 		want := "2"
 		var i int
-		if _, err := fmt.Sscanf(strings.TrimPrefix(branch, hubv1alpha1.CellBranchPrefix), "cell-%05d", &i); err == nil && i < 100 {
+		if _, err := fmt.Sscanf(strings.TrimPrefix(branch, hubv1alpha1.CellBranchPrefix), "cell-%05d", &i); err == nil && i < cells/10 {
 			want = "3"
 		}
 		n, err := countCommits(f, branch)

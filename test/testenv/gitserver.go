@@ -388,8 +388,14 @@ func httpBackendPath() (string, error) {
 
 // Git runs the git CLI in dir and returns its trimmed output.
 func Git(dir string, args ...string) (string, error) {
+	return GitInput(dir, "", args...)
+}
+
+// GitInput is Git with stdin.
+func GitInput(dir, stdin string, args ...string) (string, error) {
 	cmd := exec.Command("git", args...)
 	cmd.Dir = dir
+	cmd.Stdin = strings.NewReader(stdin)
 	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0", "GIT_AUTHOR_NAME=test", "GIT_AUTHOR_EMAIL=test@example.com",
 		"GIT_COMMITTER_NAME=test", "GIT_COMMITTER_EMAIL=test@example.com")
 	out, err := cmd.CombinedOutput()

@@ -71,7 +71,10 @@ const (
 	// ReasonStateLost: the rollout has no state on this hub (its etcd was lost) while the cell
 	// branches hold a canary in flight; it holds until a person decides.
 	ReasonStateLost = "StateLost"
-	ReasonAborted   = "Aborted"
+	// ReasonCellTableInvalid: the cell table a rollout keeps in Git (above 1000 cells) is not
+	// one the hub wrote; the rollout holds until it is put right.
+	ReasonCellTableInvalid = "CellTableInvalid"
+	ReasonAborted          = "Aborted"
 	// ReasonAnalysisInconclusive: a cell's analysis could not decide (its Prometheus did not
 	// answer, a query returned no data) beyond its limit; the rollout pauses.
 	ReasonAnalysisInconclusive = "AnalysisInconclusive"

@@ -148,6 +148,17 @@ type RolloutCell struct {
 	Analysis *CellAnalysis `json:"analysis,omitempty"`
 }
 
+// CellTableRef is a cell table kept in Git.
+type CellTableRef struct {
+	// Branch of the hub's repository that holds the table, rollouts/<namespace>/<name>.
+	Branch string `json:"branch"`
+	// Commit is the table's commit: the hub reads the table at this commit, so that it always
+	// goes with the status beside it.
+	Commit string `json:"commit"`
+	// Cells is how many cells the table holds.
+	Cells int32 `json:"cells"`
+}
+
 // AnalysisPhase is where an analysis, or one metric of it, stands.
 type AnalysisPhase string
 
@@ -258,12 +269,16 @@ type RolloutStatus struct {
 	// History lists the last revisions that completed, newest last, at most 10, for undo.
 	// +optional
 	History []RevisionRecord `json:"history,omitempty"`
-	// Cells is each cell's part, sorted, at most 1000 (a canary strategy refuses larger
-	// placements, so every touched cell's last-known-good commit is kept).
+	// Cells is each cell's part, sorted, at most 1000. A canary over more cells keeps what it
+	// remembers of every cell (last-known-good commits and the rest) in Git: see CellTable.
 	// +optional
 	// +listType=map
 	// +listMapKey=cell
 	Cells []RolloutCell `json:"cells,omitempty"`
+	// CellTable, when set, is where a canary over more cells than the status lists keeps its
+	// cell table: a commit of the hub's repository, on the rollout's own branch.
+	// +optional
+	CellTable *CellTableRef `json:"cellTable,omitempty"`
 	// Conditions: Ready, Reconciling, Stalled.
 	// +optional
 	// +listType=map
