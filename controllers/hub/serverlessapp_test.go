@@ -76,6 +76,10 @@ func TestAppIsRenderedIntoItsCellBranches(t *testing.T) {
 	}, timeout, poll).Should(Succeed())
 
 	// kustomize build on each branch root gives the Knative objects, with the override on prod only.
+	g.Eventually(func(g Gomega) {
+		g.Expect(heads(t)).To(HaveKey("cells/r-prod"))
+		g.Expect(heads(t)).To(HaveKey("cells/r-test"))
+	}, timeout, poll).Should(Succeed())
 	prod := build(t, "cells/r-prod")
 	g.Expect(prod).To(HaveKey("Service/hello"))
 	g.Expect(prod).NotTo(HaveKey("Service/other"))
@@ -117,9 +121,13 @@ func TestAppIsRenderedIntoItsCellBranches(t *testing.T) {
 	g.Expect(k8s.Update(ctx, cur)).To(Succeed())
 	updated := waitReady(t, app)
 	g.Expect(updated.Status.Revision).NotTo(Equal(got.Status.Revision))
-	after := heads(t)
-	g.Expect(after["cells/r-prod"]).NotTo(Equal(before["cells/r-prod"]))
-	g.Expect(after["cells/r-test"]).NotTo(Equal(before["cells/r-test"]))
+	// The app's status follows the change at once; its Rollout writes the branches.
+	var after map[string]string
+	g.Eventually(func(g Gomega) {
+		after = heads(t)
+		g.Expect(after["cells/r-prod"]).NotTo(Equal(before["cells/r-prod"]))
+		g.Expect(after["cells/r-test"]).NotTo(Equal(before["cells/r-test"]))
+	}, timeout, poll).Should(Succeed())
 	g.Expect(after["cells/r-us"]).To(Equal(before["cells/r-us"]))
 	image, _, _ := unstructured.NestedSlice(build(t, "cells/r-test")["Service/hello"].Object, "spec", "template", "spec", "containers")
 	g.Expect(image[0]).To(HaveKeyWithValue("image", "ghcr.io/acme/hello:v2"))
@@ -130,10 +138,13 @@ func TestAppIsRenderedIntoItsCellBranches(t *testing.T) {
 	pl.Spec.Cells = []string{"r-prod"}
 	g.Expect(k8s.Update(ctx, pl)).To(Succeed())
 	waitFor(t, app, func(g Gomega, a *hubv1alpha1.ServerlessApp) { g.Expect(a.Status.Cells).To(Equal([]string{"r-prod"})) })
-	final := heads(t)
+	var final map[string]string
+	g.Eventually(func(g Gomega) {
+		final = heads(t)
+		g.Expect(final["cells/r-test"]).NotTo(Equal(after["cells/r-test"]))
+	}, timeout, poll).Should(Succeed())
 	g.Expect(final["cells/r-prod"]).To(Equal(after["cells/r-prod"]))
 	g.Expect(final["cells/r-us"]).To(Equal(after["cells/r-us"]))
-	g.Expect(final["cells/r-test"]).NotTo(Equal(after["cells/r-test"]))
 	g.Expect(build(t, "cells/r-test")).To(BeEmpty())
 	g.Expect(fileExists(t, "cells/r-test", "apps/hello/service.yaml")).To(BeFalse())
 	g.Expect(fileExists(t, "cells/r-test", ".cellsync/apps/render.hello.yaml")).To(BeFalse())
@@ -258,6 +269,9 @@ func TestGitFailures(t *testing.T) {
 		expectEvent(t, app, corev1.EventTypeWarning, hubv1alpha1.ReasonGitUnavailable)
 		g.Expect(gitServer.Start()).To(Succeed())
 		waitReady(t, app)
+		g.Eventually(func(g Gomega) {
+			g.Expect(heads(t)).To(HaveKey("cells/g-1"))
+		}, timeout, poll).Should(Succeed())
 		g.Expect(build(t, "cells/g-1")).To(HaveKey("Service/down"))
 	})
 

@@ -19,11 +19,15 @@ type (
 
 func classify(err error, rawURL string) error { return gitauth.Classify(err, rawURL) }
 
+// isRejected says a push lost a race: a ref moved on the server since it was read. Git says so
+// in several ways, "atomic transaction failed" among them when another push landed between
+// this push's advertisement and its update.
 func isRejected(err error) bool {
 	if err == nil {
 		return false
 	}
 	s := err.Error()
 	return strings.Contains(s, "non-fast-forward") || strings.Contains(s, "failed to update ref") ||
-		strings.Contains(s, "fetch first") || strings.Contains(s, "stale info") || strings.Contains(s, "atomic push failed")
+		strings.Contains(s, "fetch first") || strings.Contains(s, "stale info") || strings.Contains(s, "atomic push failed") ||
+		strings.Contains(s, "atomic transaction failed")
 }

@@ -11,22 +11,17 @@ import (
 // calls: the moved heads are fetched (depth 1) into an empty clone that is dropped when the call
 // returns, so memory follows the branches that moved in one call, never the number of calls, and
 // no shallow bookkeeping builds up for branches of orphan commits such as the agents' status
-// refs. The store's lock is held only to read and record refused heads, never across the
-// network, so reads run beside the store's writes.
+// refs. Like every operation of the store, it holds no lock across the network.
 func (s *Store) ReadMoved(ctx context.Context, prefix, file string, known func(branch, commit string) bool) (map[string]BranchFile, error) {
 	auth, _, err := s.opts.Credentials(ctx)
 	if err != nil {
 		return nil, &ConfigError{Err: err}
 	}
-	scratch := &Store{opts: s.opts}
 	s.mu.Lock()
-	scratch.refused = maps.Clone(s.refused)
+	scratch := &Store{opts: s.opts, objects: newObjects(), refused: maps.Clone(s.refused)}
 	s.mu.Unlock()
-	if err := scratch.reset(); err != nil {
-		return nil, err
-	}
 	under := func(b string) bool { return strings.HasPrefix(b, prefix) }
-	heads, refused, err := scratch.refreshPrefix(ctx, auth, prefix, under, known)
+	heads, refused, err := scratch.refreshPrefix(ctx, auth, scratch.objects, prefix, under, known)
 	if err != nil {
 		return nil, err
 	}
@@ -39,5 +34,5 @@ func (s *Store) ReadMoved(ctx context.Context, prefix, file string, known func(b
 		}
 	}
 	s.mu.Unlock()
-	return scratch.readEach(heads, refused, prefix, file, nil)
+	return readEach(scratch.objects, heads, refused, prefix, file, nil)
 }

@@ -55,18 +55,16 @@ type Options struct {
 	MaxObjects int
 }
 
-// Store writes branches of one repository.
+// Store writes branches of one repository. Its operations run side by side: the network
+// (listings, fetches, pushes) is done off every lock, fetches land in a scratch clone whose
+// objects the store's clone then adopts, and two writes to the same branch are ordered by the
+// Git server (the later push is refused as stale and tried again on fresh heads).
 type Store struct {
-	opts    Options
-	mu      sync.Mutex
-	storage *memory.Storage
-	repo    *git.Repository
-	remote  *git.Remote
-	// objects is the repository's object storage, recording what the store writes.
-	objects *recorder
-	// index caches the flattened tree of commits seen recently.
-	index map[plumbing.Hash]flatTree
-	guard *guardedMemory
+	opts Options
+	// mu guards the fields below; it is held for map work only.
+	mu sync.Mutex
+	// objects is the in-memory clone the next operation works on.
+	objects *objects
 	// refused are the refs whose head was refused for its size: that head is not fetched again.
 	refused map[string]refusal
 }
@@ -105,11 +103,10 @@ func New(opts Options) (*Store, error) {
 	if opts.Credentials == nil {
 		opts.Credentials = func(context.Context) (transport.AuthMethod, *openpgp.Entity, error) { return nil, nil, nil }
 	}
-	s := &Store{opts: opts}
-	if err := s.reset(); err != nil {
-		return nil, err
+	if err := (&config.RemoteConfig{Name: remoteName, URLs: []string{opts.URL}}).Validate(); err != nil {
+		return nil, &ConfigError{Err: fmt.Errorf("invalid git URL %q: %w", gitauth.RedactURL(opts.URL), err)}
 	}
-	return s, nil
+	return &Store{opts: opts, objects: newObjects(), refused: map[string]refusal{}}, nil
 }
 
 // FetchLimits bound every fetch into the hub's clone. The hub's own commits stay far below them;
@@ -138,40 +135,45 @@ type refusal struct {
 	message string
 }
 
-// reset starts an empty in-memory clone; the next operation fetches the branch tips it needs.
-func (s *Store) reset() error {
-	storage := memory.NewStorage()
-	s.guard = &guardedMemory{Storage: storage, limits: FetchLimits}
-	repo, err := git.Init(s.guard, nil)
-	if err != nil {
-		return err
+// clone returns the in-memory clone an operation works on. A clone past MaxObjects with
+// nothing unpushed is dropped first: operations still working on it keep it until they end,
+// and the next ones fetch the branch tips they need (depth 1) into a new one.
+func (s *Store) clone() *objects {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if all, unpushed := s.objects.size(); all > s.opts.MaxObjects && unpushed == 0 {
+		s.objects = newObjects()
 	}
-	remote, err := repo.CreateRemote(&config.RemoteConfig{Name: remoteName, URLs: []string{s.opts.URL}})
-	if err != nil {
-		return &ConfigError{Err: fmt.Errorf("invalid git URL %q: %w", gitauth.RedactURL(s.opts.URL), err)}
-	}
-	s.storage, s.repo, s.remote = storage, repo, remote
-	s.objects = &recorder{EncodedObjectStorer: repo.Storer, unpushed: map[plumbing.Hash]struct{}{}}
-	s.index = map[plumbing.Hash]flatTree{}
-	if s.refused == nil {
-		s.refused = map[string]refusal{}
-	}
-	return nil
-}
-
-// compact drops the clone when it has grown past MaxObjects and everything in it is pushed.
-func (s *Store) compact() error {
-	if len(s.storage.Objects) <= s.opts.MaxObjects || len(s.objects.unpushed) > 0 {
-		return nil
-	}
-	return s.reset()
+	return s.objects
 }
 
 // Objects is how many objects the in-memory clone holds.
 func (s *Store) Objects() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.storage.Objects)
+	all, _ := s.objects.size()
+	return all
+}
+
+// scratch is an empty clone one fetch lands in, off every lock; the store adopts its objects.
+type scratch struct {
+	storage *memory.Storage
+	guard   *guardedMemory
+	remote  *git.Remote
+}
+
+func (s *Store) scratch() (*scratch, error) {
+	storage := memory.NewStorage()
+	guard := &guardedMemory{Storage: storage, limits: FetchLimits}
+	repo, err := git.Init(guard, nil)
+	if err != nil {
+		return nil, err
+	}
+	remote, err := repo.CreateRemote(&config.RemoteConfig{Name: remoteName, URLs: []string{s.opts.URL}})
+	if err != nil {
+		return nil, &ConfigError{Err: fmt.Errorf("invalid git URL %q: %w", gitauth.RedactURL(s.opts.URL), err)}
+	}
+	return &scratch{storage: storage, guard: guard, remote: remote}, nil
 }
 
 // EditFunc edits one branch's tree. It returns an error to abandon the whole update: nothing is
@@ -193,10 +195,10 @@ type Update struct {
 	Restore map[string]string
 	// Edit changes a branch's tree; nil leaves it as it is.
 	Edit EditFunc
-	// Check, when set, runs inside the store's lock at the start of every attempt, once the
-	// heads are read and before any branch is edited; an error abandons the update. It is where
-	// a writer makes sure it may still write (its object is not being deleted, say) when a
-	// retry after a lost race could otherwise land after another writer's removal.
+	// Check, when set, runs at the start of every attempt, once the heads are read and before
+	// any branch is edited; an error abandons the update. It is where a writer makes sure it may
+	// still write (its object is not being deleted, say): another writer's removal that lands
+	// after the check makes this attempt's push stale, and the retry checks again.
 	Check func() error
 }
 
@@ -215,11 +217,6 @@ type Result struct {
 // Apply runs an update: read the remote heads, edit every branch, commit the changed trees
 // and push them together. Edits run again on a fresh read when a push loses a race.
 func (s *Store) Apply(ctx context.Context, u Update) (*Result, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.compact(); err != nil {
-		return nil, err
-	}
 	auth, signer, err := s.opts.Credentials(ctx)
 	if err != nil {
 		return nil, &ConfigError{Err: err}
@@ -252,7 +249,11 @@ func (s *Store) Apply(ctx context.Context, u Update) (*Result, error) {
 // applyOnce does one read-edit-push round. It returns pushErr for a push that failed and err for
 // anything else.
 func (s *Store) applyOnce(ctx context.Context, u Update, auth transport.AuthMethod, signer *openpgp.Entity, attempt int) (*Result, error, error) {
-	heads, err := s.refresh(ctx, auth, u.wants())
+	objs := s.clone()
+	heads, refused, err := s.refreshPrefix(ctx, auth, objs, "", u.wants(), nil)
+	if err == nil {
+		err = refusedError(refused)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -261,17 +262,17 @@ func (s *Store) applyOnce(ctx context.Context, u Update, auth transport.AuthMeth
 			return nil, nil, err
 		}
 	}
-	visit := s.visitList(u, heads)
+	visit := visitList(u, heads)
 	res := &Result{Commits: map[string]string{}, Heads: map[string]string{}, Before: map[string]string{}}
 	var cmds []*packp.Command
 	for _, branch := range visit {
 		parent := heads[branch]
-		tree, baseTree, err := s.treeAt(parent)
+		tree, baseTree, err := objs.treeAt(parent)
 		if err != nil {
 			return nil, nil, err
 		}
 		if c, ok := u.Restore[branch]; ok {
-			if tree, err = s.restoredTree(ctx, auth, c); err != nil {
+			if tree, err = s.restoredTree(ctx, auth, objs, c); err != nil {
 				return nil, nil, err
 			}
 		}
@@ -294,11 +295,11 @@ func (s *Store) applyOnce(ctx context.Context, u Update, auth transport.AuthMeth
 		if treeHash == baseTree {
 			continue
 		}
-		commit, err := s.commit(treeHash, parent, u.Message, signer)
+		commit, err := commitObject(objs, treeHash, parent, u.Message, signer, s.opts)
 		if err != nil {
 			return nil, nil, err
 		}
-		s.index[commit] = flatTree{entries: tree.entries, tree: treeHash}
+		objs.remember(commit, flatTree{entries: tree.entries, tree: treeHash})
 		res.Commits[branch] = commit.String()
 		res.Heads[branch] = commit.String()
 		cmds = append(cmds, &packp.Command{Name: plumbing.NewBranchReferenceName(branch), Old: parent, New: commit})
@@ -307,29 +308,28 @@ func (s *Store) applyOnce(ctx context.Context, u Update, auth transport.AuthMeth
 		return res, nil, nil
 	}
 	res.Attempts = attempt
-	if err := s.push(ctx, auth, cmds); err != nil {
+	pack, hashes, err := objs.pack()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.push(ctx, auth, cmds, pack); err != nil {
 		return nil, err, nil
 	}
-	for branch, c := range res.Commits {
-		ref := plumbing.NewHashReference(remoteRef(branch), plumbing.NewHash(c))
-		if err := s.repo.Storer.SetReference(ref); err != nil {
-			return nil, nil, err
-		}
-	}
+	objs.pushed(hashes)
 	return res, nil, nil
 }
 
 // restoredTree is an editable copy of a commit's tree, marked changed so that it is committed
 // when it differs from the head's. A commit missing from the clone is fetched by hash.
-func (s *Store) restoredTree(ctx context.Context, auth transport.AuthMethod, commit string) (*Tree, error) {
+func (s *Store) restoredTree(ctx context.Context, auth transport.AuthMethod, objs *objects, commit string) (*Tree, error) {
 	h := plumbing.NewHash(commit)
 	if h.IsZero() || h.String() != commit {
 		return nil, fmt.Errorf("cannot restore %q: not a commit hash", commit)
 	}
-	if err := s.fetchCommit(ctx, auth, h); err != nil {
+	if err := s.fetchCommit(ctx, auth, objs, h); err != nil {
 		return nil, err
 	}
-	tree, _, err := s.treeAt(h)
+	tree, _, err := objs.treeAt(h)
 	if err != nil {
 		return nil, fmt.Errorf("failed to read commit %s: %w", commit, err)
 	}
@@ -338,19 +338,24 @@ func (s *Store) restoredTree(ctx context.Context, auth transport.AuthMethod, com
 }
 
 // fetchCommit fetches a commit the clone lacks by its hash.
-func (s *Store) fetchCommit(ctx context.Context, auth transport.AuthMethod, h plumbing.Hash) error {
-	if s.repo.Storer.HasEncodedObject(h) == nil {
+func (s *Store) fetchCommit(ctx context.Context, auth transport.AuthMethod, objs *objects, h plumbing.Hash) error {
+	if objs.has(h) {
 		return nil
+	}
+	sc, err := s.scratch()
+	if err != nil {
+		return err
 	}
 	commit := h.String()
 	spec := config.RefSpec(commit + ":" + plumbing.NewRemoteReferenceName(remoteName, "restore/"+commit).String())
-	err := s.remote.FetchContext(ctx, &git.FetchOptions{RemoteName: remoteName, RefSpecs: []config.RefSpec{spec}, Auth: auth, Tags: git.NoTags, Depth: 1})
+	err = sc.remote.FetchContext(ctx, &git.FetchOptions{RemoteName: remoteName, RefSpecs: []config.RefSpec{spec}, Auth: auth, Tags: git.NoTags, Depth: 1})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
 		if errors.Is(err, git.ErrExactSHA1NotSupported) {
 			return &ConfigError{Err: fmt.Errorf("commit %s is no longer in the hub's clone and the Git server does not serve commits by hash (set uploadpack.allowReachableSHA1InWant): %w", commit, err)}
 		}
 		return classify(err, s.opts.URL)
 	}
+	objs.adopt(&sc.storage.ObjectStorage)
 	return nil
 }
 
@@ -361,14 +366,13 @@ func (s *Store) ReadCommit(ctx context.Context, branch, commit, prefix string) (
 	if h.IsZero() || h.String() != commit {
 		return nil, fmt.Errorf("cannot read %q: not a commit hash", commit)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.repo.Storer.HasEncodedObject(h) != nil {
+	objs := s.clone()
+	if !objs.has(h) {
 		auth, _, err := s.opts.Credentials(ctx)
 		if err != nil {
 			return nil, &ConfigError{Err: err}
 		}
-		heads, refused, err := s.refreshPrefix(ctx, auth, branch, func(b string) bool { return b == branch }, nil)
+		heads, refused, err := s.refreshPrefix(ctx, auth, objs, branch, func(b string) bool { return b == branch }, nil)
 		if err == nil {
 			err = refusedError(refused)
 		}
@@ -376,12 +380,12 @@ func (s *Store) ReadCommit(ctx context.Context, branch, commit, prefix string) (
 			return nil, err
 		}
 		if heads[branch] != h {
-			if err := s.fetchCommit(ctx, auth, h); err != nil {
+			if err := s.fetchCommit(ctx, auth, objs, h); err != nil {
 				return nil, err
 			}
 		}
 	}
-	tree, _, err := s.treeAt(h)
+	tree, _, err := objs.treeAt(h)
 	if err != nil {
 		return nil, fmt.Errorf("failed to read commit %s of branch %s: %w", commit, branch, err)
 	}
@@ -408,7 +412,7 @@ func (u Update) wants() func(branch string) bool {
 	}
 }
 
-func (s *Store) visitList(u Update, heads map[string]plumbing.Hash) []string {
+func visitList(u Update, heads map[string]plumbing.Hash) []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, b := range u.Branches {
@@ -433,22 +437,14 @@ func (s *Store) visitList(u Update, heads map[string]plumbing.Hash) []string {
 	return out
 }
 
-// refresh lists the remote's branches (one ref listing) and fetches the wanted ones whose head
-// is not known locally. It returns wanted branch → head.
-func (s *Store) refresh(ctx context.Context, auth transport.AuthMethod, want func(branch string) bool) (map[string]plumbing.Hash, error) {
-	heads, refused, err := s.refreshPrefix(ctx, auth, "", want, nil)
-	if err == nil {
-		err = refusedError(refused)
-	}
-	return heads, err
-}
-
-// refreshPrefix is refresh for the branches whose names start with prefix: over HTTP(S) only
-// those are listed (Git protocol v2's ls-refs with a ref-prefix, where the server speaks it).
-// Wanted branches whose head is refused for its size, now or before (a head is not fetched again
-// until it moves), are left out of heads and returned in refused; so are branches whose head the
-// caller knows already (known returns true; nil means none).
-func (s *Store) refreshPrefix(ctx context.Context, auth transport.AuthMethod, prefix string, want func(branch string) bool, known func(branch, head string) bool) (map[string]plumbing.Hash, map[string]refusal, error) {
+// refreshPrefix lists the branches whose names start with prefix (over HTTP(S), Git protocol
+// v2's ls-refs with a ref-prefix where the server speaks it) and fetches the wanted ones whose
+// head objs lacks. It returns wanted branch → head. Wanted branches whose head is refused for
+// its size, now or before (a head is not fetched again until it moves), are left out of heads
+// and returned in refused; so are branches whose head the caller knows already (known returns
+// true; nil means none). The listing and the fetch run off the store's lock: the fetch lands in
+// a scratch clone whose objects objs adopts.
+func (s *Store) refreshPrefix(ctx context.Context, auth transport.AuthMethod, objs *objects, prefix string, want func(branch string) bool, known func(branch, head string) bool) (map[string]plumbing.Hash, map[string]refusal, error) {
 	refs, err := s.list(ctx, auth, prefix)
 	if err != nil && !errors.Is(err, transport.ErrEmptyRemoteRepository) {
 		return nil, nil, classify(err, s.opts.URL)
@@ -456,6 +452,7 @@ func (s *Store) refreshPrefix(ctx context.Context, auth transport.AuthMethod, pr
 	refused := map[string]refusal{}
 	heads := map[string]plumbing.Hash{}
 	var fetch []config.RefSpec
+	s.mu.Lock()
 	for _, r := range refs {
 		if !r.Name().IsBranch() || r.Type() != plumbing.HashReference {
 			continue
@@ -473,22 +470,35 @@ func (s *Store) refreshPrefix(ctx context.Context, auth transport.AuthMethod, pr
 			continue
 		}
 		heads[branch] = r.Hash()
-		if s.repo.Storer.HasEncodedObject(r.Hash()) != nil {
+		if !objs.has(r.Hash()) {
 			fetch = append(fetch, config.RefSpec("+"+r.Name().String()+":"+remoteRef(branch).String()))
 		}
 	}
-	if len(fetch) > 0 {
-		err := s.fetch(ctx, auth, fetch)
-		var limit *gitpack.LimitError
-		if errors.As(err, &limit) {
-			// One ref's content past the limits must not hold up the others: each is fetched
-			// on its own, and the ones refused are left out and named.
-			err = s.fetchEach(ctx, auth, fetch, heads, refused)
-		}
-		if err != nil {
-			return nil, nil, classify(err, s.opts.URL)
-		}
+	s.mu.Unlock()
+	if len(fetch) == 0 {
+		return heads, refused, nil
 	}
+	sc, err := s.scratch()
+	if err != nil {
+		return nil, nil, err
+	}
+	err = sc.fetch(ctx, auth, fetch)
+	var limit *gitpack.LimitError
+	if errors.As(err, &limit) {
+		// One ref's content past the limits must not hold up the others: each is fetched on
+		// its own, and the ones refused are left out and named.
+		fresh := map[string]refusal{}
+		err = sc.fetchEach(ctx, auth, fetch, heads, fresh)
+		s.mu.Lock()
+		for b, rf := range fresh {
+			s.refused[b], refused[b] = rf, rf
+		}
+		s.mu.Unlock()
+	}
+	if err != nil {
+		return nil, nil, classify(err, s.opts.URL)
+	}
+	objs.adopt(&sc.storage.ObjectStorage)
 	return heads, refused, nil
 }
 
@@ -506,8 +516,8 @@ func refusedError(refused map[string]refusal) error {
 	return &gitpack.LimitError{Message: fmt.Sprintf("branch %s: %s", branches[0], refused[branches[0]].message)}
 }
 
-func (s *Store) fetch(ctx context.Context, auth transport.AuthMethod, specs []config.RefSpec) error {
-	err := s.remote.FetchContext(ctx, &git.FetchOptions{RemoteName: remoteName, RefSpecs: specs, Auth: auth, Tags: git.NoTags, Depth: 1})
+func (c *scratch) fetch(ctx context.Context, auth transport.AuthMethod, specs []config.RefSpec) error {
+	err := c.remote.FetchContext(ctx, &git.FetchOptions{RemoteName: remoteName, RefSpecs: specs, Auth: auth, Tags: git.NoTags, Depth: 1})
 	if errors.Is(err, git.NoErrAlreadyUpToDate) {
 		return nil
 	}
@@ -515,19 +525,18 @@ func (s *Store) fetch(ctx context.Context, auth transport.AuthMethod, specs []co
 }
 
 // fetchEach fetches refs one at a time, each bounded by RefFetchLimits; a ref refused for its
-// size moves from heads to refused and is remembered with its head, so that it is not fetched
-// again until it moves.
-func (s *Store) fetchEach(ctx context.Context, auth transport.AuthMethod, specs []config.RefSpec, heads map[string]plumbing.Hash, refused map[string]refusal) error {
-	s.guard.limits = RefFetchLimits
-	defer func() { s.guard.limits = FetchLimits }()
+// size moves from heads to refused, with its head, so that it is not fetched again until it
+// moves.
+func (c *scratch) fetchEach(ctx context.Context, auth transport.AuthMethod, specs []config.RefSpec, heads map[string]plumbing.Hash, refused map[string]refusal) error {
+	c.guard.limits = RefFetchLimits
+	defer func() { c.guard.limits = FetchLimits }()
 	for _, spec := range specs {
-		err := s.fetch(ctx, auth, []config.RefSpec{spec})
+		err := c.fetch(ctx, auth, []config.RefSpec{spec})
 		var limit *gitpack.LimitError
 		switch {
 		case errors.As(err, &limit):
 			branch := plumbing.ReferenceName(spec.Src()).Short()
-			s.refused[branch] = refusal{head: heads[branch], message: limit.Message}
-			refused[branch] = s.refused[branch]
+			refused[branch] = refusal{head: heads[branch], message: limit.Message}
 			delete(heads, branch)
 		case err != nil:
 			return err
@@ -539,7 +548,8 @@ func (s *Store) fetchEach(ctx context.Context, auth transport.AuthMethod, specs 
 // list lists the remote's refs: with a prefix over HTTP(S), only the branches under it.
 func (s *Store) list(ctx context.Context, auth transport.AuthMethod, prefix string) ([]*plumbing.Reference, error) {
 	if prefix == "" || !gitrefs.Supported(s.opts.URL) {
-		return s.remote.ListContext(ctx, &git.ListOptions{Auth: auth})
+		remote := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: remoteName, URLs: []string{s.opts.URL}})
+		return remote.ListContext(ctx, &git.ListOptions{Auth: auth})
 	}
 	heads, _, err := gitrefs.List(ctx, s.opts.URL, auth, plumbing.NewBranchReferenceName(prefix).String())
 	if err != nil {
@@ -554,13 +564,14 @@ func (s *Store) list(ctx context.Context, auth transport.AuthMethod, prefix stri
 
 // Heads lists the remote's branches and their heads, fetching what is new.
 func (s *Store) Heads(ctx context.Context) (map[string]string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	auth, _, err := s.opts.Credentials(ctx)
 	if err != nil {
 		return nil, &ConfigError{Err: err}
 	}
-	heads, err := s.refresh(ctx, auth, func(string) bool { return true })
+	heads, refused, err := s.refreshPrefix(ctx, auth, s.clone(), "", func(string) bool { return true }, nil)
+	if err == nil {
+		err = refusedError(refused)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -595,21 +606,20 @@ func (f BranchFile) VerifySignature(armoredKeys []string) (string, error) {
 // whose head is refused for its size comes back with Refused set and no content; the others
 // are read as usual.
 func (s *Store) ReadFiles(ctx context.Context, prefix, file string, known func(branch, commit string) bool) (map[string]BranchFile, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	auth, _, err := s.opts.Credentials(ctx)
 	if err != nil {
 		return nil, &ConfigError{Err: err}
 	}
-	heads, refused, err := s.refreshPrefix(ctx, auth, prefix, func(b string) bool { return strings.HasPrefix(b, prefix) }, nil)
+	objs := s.clone()
+	heads, refused, err := s.refreshPrefix(ctx, auth, objs, prefix, func(b string) bool { return strings.HasPrefix(b, prefix) }, nil)
 	if err != nil {
 		return nil, err
 	}
-	return s.readEach(heads, refused, prefix, file, known)
+	return readEach(objs, heads, refused, prefix, file, known)
 }
 
 // readEach reads file from each head (a known one is skipped), and names the refused ones.
-func (s *Store) readEach(heads map[string]plumbing.Hash, refused map[string]refusal, prefix, file string, known func(branch, commit string) bool) (map[string]BranchFile, error) {
+func readEach(objs *objects, heads map[string]plumbing.Hash, refused map[string]refusal, prefix, file string, known func(branch, commit string) bool) (map[string]BranchFile, error) {
 	out := map[string]BranchFile{}
 	for branch, rf := range refused {
 		out[branch] = BranchFile{Commit: rf.head.String(), Refused: rf.message}
@@ -618,7 +628,7 @@ func (s *Store) readEach(heads map[string]plumbing.Hash, refused map[string]refu
 		if !strings.HasPrefix(branch, prefix) || (known != nil && known(branch, head.String())) {
 			continue
 		}
-		tree, _, err := s.treeAt(head)
+		tree, _, err := objs.treeAt(head)
 		if err != nil {
 			return nil, err
 		}
@@ -629,7 +639,7 @@ func (s *Store) readEach(heads map[string]plumbing.Hash, refused map[string]refu
 		if err != nil {
 			return nil, err
 		}
-		c, err := s.repo.CommitObject(head)
+		c, err := object.GetCommit(objs, head)
 		if err != nil {
 			return nil, err
 		}
@@ -642,27 +652,37 @@ func remoteRef(branch string) plumbing.ReferenceName {
 	return plumbing.NewRemoteReferenceName(remoteName, branch)
 }
 
-func (s *Store) treeAt(commit plumbing.Hash) (*Tree, plumbing.Hash, error) {
+// treeAt is an editable copy of a commit's tree (empty for no commit) and the tree's hash.
+func (o *objects) treeAt(commit plumbing.Hash) (*Tree, plumbing.Hash, error) {
 	if commit.IsZero() {
-		return newTree(s.objects, nil), plumbing.ZeroHash, nil
+		return newTree(o, nil), plumbing.ZeroHash, nil
 	}
-	ft, ok := s.index[commit]
+	o.mu.RLock()
+	ft, ok := o.index[commit]
+	o.mu.RUnlock()
 	if !ok {
-		if len(s.index) >= maxIndexedCommits {
-			s.index = map[plumbing.Hash]flatTree{}
-		}
-		entries, tree, err := flatten(s.repo.Storer, commit)
+		entries, tree, err := flatten(o, commit)
 		if err != nil {
 			return nil, plumbing.ZeroHash, err
 		}
 		ft = flatTree{entries: entries, tree: tree}
-		s.index[commit] = ft
+		o.remember(commit, ft)
 	}
-	return newTree(s.objects, ft.entries), ft.tree, nil
+	return newTree(o, ft.entries), ft.tree, nil
 }
 
-func (s *Store) commit(tree, parent plumbing.Hash, msg string, signer *openpgp.Entity) (plumbing.Hash, error) {
-	sig := object.Signature{Name: s.opts.AuthorName, Email: s.opts.AuthorEmail, When: s.opts.Now()}
+// remember caches a commit's flattened tree, which is never changed afterwards.
+func (o *objects) remember(commit plumbing.Hash, ft flatTree) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.index) >= maxIndexedCommits {
+		o.index = map[plumbing.Hash]flatTree{}
+	}
+	o.index[commit] = ft
+}
+
+func commitObject(objs *objects, tree, parent plumbing.Hash, msg string, signer *openpgp.Entity, opts Options) (plumbing.Hash, error) {
+	sig := object.Signature{Name: opts.AuthorName, Email: opts.AuthorEmail, When: opts.Now()}
 	c := &object.Commit{Author: sig, Committer: sig, Message: msg, TreeHash: tree}
 	if !parent.IsZero() {
 		c.ParentHashes = []plumbing.Hash{parent}
@@ -672,11 +692,11 @@ func (s *Store) commit(tree, parent plumbing.Hash, msg string, signer *openpgp.E
 			return plumbing.ZeroHash, &ConfigError{Err: err}
 		}
 	}
-	o := s.objects.NewEncodedObject()
+	o := objs.NewEncodedObject()
 	if err := c.Encode(o); err != nil {
 		return plumbing.ZeroHash, err
 	}
-	return s.objects.SetEncodedObject(o)
+	return objs.SetEncodedObject(o)
 }
 
 // BranchNotFoundError says a branch the store was asked to read does not exist.
@@ -689,13 +709,12 @@ func (e *BranchNotFoundError) Error() string {
 // ReadBranch lists the remote once, fetches the branch when it moved, and returns its head and
 // every file under prefix ("" for all) at that head.
 func (s *Store) ReadBranch(ctx context.Context, branch, prefix string) (string, map[string][]byte, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	auth, _, err := s.opts.Credentials(ctx)
 	if err != nil {
 		return "", nil, &ConfigError{Err: err}
 	}
-	heads, refused, err := s.refreshPrefix(ctx, auth, branch, func(b string) bool { return b == branch }, nil)
+	objs := s.clone()
+	heads, refused, err := s.refreshPrefix(ctx, auth, objs, branch, func(b string) bool { return b == branch }, nil)
 	if err == nil {
 		err = refusedError(refused)
 	}
@@ -706,7 +725,7 @@ func (s *Store) ReadBranch(ctx context.Context, branch, prefix string) (string, 
 	if !ok {
 		return "", nil, &BranchNotFoundError{Branch: branch}
 	}
-	tree, _, err := s.treeAt(head)
+	tree, _, err := objs.treeAt(head)
 	if err != nil {
 		return "", nil, err
 	}

@@ -375,3 +375,71 @@ func TestRestorePutsAnEarlierTreeBackAsANewCommit(t *testing.T) {
 	_, err = fresh.Apply(ctx, gitstore.Update{Branches: []string{"cells/a"}, Restore: map[string]string{"cells/a": "not-a-hash"}})
 	g.Expect(err).To(MatchError(ContainSubstring("not a commit hash")))
 }
+
+// The store holds no lock across the network: while one write's push hangs at the Git server,
+// a write to another branch, a read and the listing of every head go through, and a second
+// write to the same branch lands first; the held write, refused as stale when it is let go,
+// runs again on the new head, so nothing is lost. Under a lock held across the push, every one
+// of them would wait for the release.
+func TestOperationsRunBesideAPushInFlight(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	srv, url := newServer(t)
+	s := newStore(t, url, pass, nil)
+	_, err := s.Apply(ctx, gitstore.Update{Message: "base", Branches: []string{"cells/a", "cells/b"}, Edit: write(map[string]string{"x.yaml": "1"})})
+	g.Expect(err).NotTo(HaveOccurred())
+
+	held, release := srv.HoldNextPush("refs/heads/cells/a")
+	t.Cleanup(release)
+	edits := 0
+	slow := make(chan error, 1)
+	go func() {
+		_, err := s.Apply(ctx, gitstore.Update{Message: "slow", Branches: []string{"cells/a"}, Edit: func(_ string, t *gitstore.Tree) error {
+			edits++
+			t.Write("slow.yaml", []byte("2"))
+			return nil
+		}})
+		slow <- err
+	}()
+	within := func(what string, f func() error) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- f() }()
+		select {
+		case err := <-done:
+			g.Expect(err).NotTo(HaveOccurred(), what)
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("%s waited for another write's push", what)
+		}
+	}
+	select {
+	case <-held:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the held push never reached the server")
+	}
+	within("a write to another branch", func() error {
+		_, err := s.Apply(ctx, gitstore.Update{Message: "other", Branches: []string{"cells/b"}, Edit: write(map[string]string{"x.yaml": "2"})})
+		return err
+	})
+	within("a read", func() error {
+		_, files, err := s.ReadBranch(ctx, "cells/b", "")
+		if err == nil && string(files["x.yaml"]) != "2 on cells/b" {
+			err = fmt.Errorf("read %q", files["x.yaml"])
+		}
+		return err
+	})
+	within("the listing of every head", func() error { _, err := s.Heads(ctx); return err })
+	within("a write to the same branch", func() error {
+		_, err := s.Apply(ctx, gitstore.Update{Message: "fast", Branches: []string{"cells/a"}, Edit: write(map[string]string{"fast.yaml": "3"})})
+		return err
+	})
+	release()
+	g.Expect(<-slow).NotTo(HaveOccurred())
+	g.Expect(edits).To(Equal(2), "the held write was refused as stale and ran again on the new head")
+	dir := srv.RepoDir("gitops")
+	for file, want := range map[string]string{"slow.yaml": "2", "fast.yaml": "3 on cells/a", "x.yaml": "1 on cells/a"} {
+		out, err := testenv.Git(dir, "show", "cells/a:"+file)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(out).To(Equal(want), "both writes to cells/a are in its head")
+	}
+}

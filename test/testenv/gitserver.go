@@ -49,13 +49,16 @@ const (
 	// DieAfterUpdate: git receive-pack runs to the end (every ref moves), then the connection
 	// drops before the answer: the pusher cannot tell that its push landed.
 	DieAfterUpdate
+	// HoldPush: the server holds the push, unanswered, until it is released, then serves it.
+	HoldPush
 )
 
 type pushFault struct {
-	match string
-	how   PushFailure
-	down  time.Duration
-	fired chan struct{}
+	match   string
+	how     PushFailure
+	down    time.Duration
+	fired   chan struct{}
+	release chan struct{}
 }
 
 // FailNextPush arms a one-shot failure for the next push whose request names a ref starting
@@ -66,6 +69,17 @@ func (g *GitServer) FailNextPush(refPrefix string, how PushFailure, down time.Du
 	defer g.mu.Unlock()
 	g.fault = &pushFault{match: refPrefix, how: how, down: down, fired: make(chan struct{})}
 	return g.fault.fired
+}
+
+// HoldNextPush holds the next push whose request names a ref starting with refPrefix: held is
+// closed once the push has reached the server, which answers it only after release.
+func (g *GitServer) HoldNextPush(refPrefix string) (held <-chan struct{}, release func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	f := &pushFault{match: refPrefix, how: HoldPush, fired: make(chan struct{}), release: make(chan struct{})}
+	g.fault = f
+	var once sync.Once
+	return f.fired, func() { once.Do(func() { close(f.release) }) }
 }
 
 // takeFault returns the armed failure when this request is the push it is for, disarming it.
@@ -259,7 +273,10 @@ func (g *GitServer) auth(next http.Handler) http.Handler {
 			r.Header.Del("Git-Protocol")
 		}
 		g.count(r)
-		if f := g.takeFault(r); f != nil {
+		if f := g.takeFault(r); f != nil && f.how == HoldPush {
+			close(f.fired)
+			<-f.release
+		} else if f != nil {
 			if f.how == DieAfterUpdate {
 				// git runs to the end, every ref moves; its answer goes nowhere.
 				next.ServeHTTP(httptest.NewRecorder(), r)
