@@ -631,3 +631,21 @@ func TestPlanBadInputAndLostState(t *testing.T) {
 	w.expectTrees(map[string]string{"a": w.rev() + "@100", "b": w.rev() + "@100"})
 
 }
+
+// A new revision's first step counts no cell as updated while the cells still run the last one,
+// even when the app's per-cell summary has not caught up yet (it still names the last revision
+// as each cell's desired one).
+func TestUpdatedCountsOnlyTheNewRevision(t *testing.T) {
+	w, v1 := deployed(t, StaleWait, threeSteps...)
+	w.setImage("ghcr.io/acme/web:v2")
+	w.app.Status.Revision = v1
+	for _, c := range []string{"a", "b", "c"} {
+		w.app.Status.CellStatuses = append(w.app.Status.CellStatuses, hubv1alpha1.CellAppStatus{Cell: c, Revision: v1, DesiredRevision: v1, Ready: true})
+	}
+	w.report(true, "", "a", "b", "c")
+	w.decide()
+	w.expect(hubv1alpha1.PhaseProgressing, "1/3", "")
+	if w.st.UpdatedCells != 0 {
+		t.Fatalf("%d cells counted as updated while every cell runs %s: %+v", w.st.UpdatedCells, v1, w.st.Cells)
+	}
+}

@@ -51,9 +51,13 @@ func (p *planner) summarizeCanary() {
 		names = append(names, cell.Name)
 	}
 	placed := p.placedSet()
+	// Each cell's own revision, from the app's summary once it has caught up with this revision
+	// (until then it names the last one, and would count cells still on it as updated).
 	desired := map[string]string{}
-	for _, s := range p.in.App.Status.CellStatuses {
-		desired[s.Cell] = s.DesiredRevision
+	if p.in.App.Status.Revision == p.rev {
+		for _, s := range p.in.App.Status.CellStatuses {
+			desired[s.Cell] = s.DesiredRevision
+		}
 	}
 	reports := p.in.Reports
 	for _, s := range intake.AppCells(p.in.App, names, reports, reports.PolledAt(), p.in.StaleAfter) {
