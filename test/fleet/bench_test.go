@@ -42,13 +42,18 @@ func benchFleet(b *testing.B, n int) {
 	if n > 1000 {
 		o.Heartbeat, o.StaleAfter = time.Hour, 2*time.Hour
 	}
+	// A round of the agents bounds each step: about 25 minutes at 10,000 cells here.
+	wait := 30 * time.Minute
+	if n > 1000 {
+		wait = time.Duration(n/1000) * 6 * time.Minute
+	}
 	f := Start(b, o)
 	f.Deploy(b)
-	f.WaitCompleted(b, appImage, 30*time.Minute)
+	f.WaitCompleted(b, appImage, wait)
 	cpu0, git0 := CPU()
 	start := time.Now()
 	f.SetImage(b, "ghcr.io/acme/web:v2")
-	f.WaitCompleted(b, "ghcr.io/acme/web:v2", 30*time.Minute)
+	f.WaitCompleted(b, "ghcr.io/acme/web:v2", wait)
 	wall := time.Since(start)
 	cpu1, git1 := CPU()
 	f.StopHub()
