@@ -137,12 +137,17 @@ func Remember(st *hubv1alpha1.RolloutStatus, files map[string][]byte) error {
 		}
 		c := &st.Cells[i]
 		c.Canary, c.Weight, c.StableRevision, c.LastKnownGood, c.ExpectedCommit = e.Canary, e.Weight, e.StableRevision, e.LastKnownGood, e.ExpectedCommit
-		c.ExpectedSince, c.Analysis = nil, nil
+		c.ExpectedSince = nil
 		if e.ExpectedSince != "" {
 			c.ExpectedSince = &metav1.Time{}
 			_ = c.ExpectedSince.UnmarshalJSON([]byte(`"` + e.ExpectedSince + `"`))
 		}
-		if e.AnalysisID != "" {
+		// A listed cell keeps the verdicts the status shows for the same analysis; the others
+		// start again from Running, and the next judgement fills them in.
+		switch {
+		case e.AnalysisID == "":
+			c.Analysis = nil
+		case c.Analysis == nil || c.Analysis.ID != e.AnalysisID:
 			c.Analysis = &hubv1alpha1.CellAnalysis{ID: e.AnalysisID, Phase: hubv1alpha1.AnalysisRunning}
 		}
 	}

@@ -41,6 +41,17 @@ func TestCellTableReadsBackWhatItKeeps(t *testing.T) {
 	if !equality.Semantic.DeepEqual(st.Cells, want) {
 		t.Fatalf("read back\n%+v\nwant\n%+v", st.Cells, want)
 	}
+	// A cell the status lists keeps the verdict it shows for the same analysis: reading the
+	// table back changes nothing a person sees.
+	listed := hubv1alpha1.RolloutStatus{Cells: []hubv1alpha1.RolloutCell{cells[0]}}
+	listed.Cells[0].Analysis.Phase = hubv1alpha1.AnalysisFailed
+	before := listed.DeepCopy()
+	if err := Remember(&listed, files); err != nil {
+		t.Fatal(err)
+	}
+	if !equality.Semantic.DeepEqual(listed.Cells[0], before.Cells[0]) {
+		t.Fatalf("a listed cell changed on reading the table back:\n%+v\nwas\n%+v", listed.Cells[0], before.Cells[0])
+	}
 	if files, _ := Table([]hubv1alpha1.RolloutCell{{Cell: "c", Ready: true}}); files != nil {
 		t.Fatalf("a table with nothing to remember is empty: %v", files)
 	}
