@@ -104,13 +104,24 @@ func (o *objects) size() (all, unpushed int) {
 // YAML files and trees, and a fast zlib level keeps the cost per object low), and returns the
 // hashes it holds: once the push lands, pushed drops them.
 func (o *objects) pack() ([]byte, []plumbing.Hash, error) {
+	// The objects are taken under the lock and compressed after it: a stored object never
+	// changes.
 	o.mu.RLock()
-	defer o.mu.RUnlock()
 	hashes := make([]plumbing.Hash, 0, len(o.unpushed))
 	for h := range o.unpushed {
 		hashes = append(hashes, h)
 	}
 	sort.Slice(hashes, func(i, j int) bool { return bytes.Compare(hashes[i][:], hashes[j][:]) < 0 })
+	objs := make([]plumbing.EncodedObject, len(hashes))
+	for i, h := range hashes {
+		obj, err := o.m.EncodedObject(plumbing.AnyObject, h)
+		if err != nil {
+			o.mu.RUnlock()
+			return nil, nil, fmt.Errorf("failed to read object %s for the push: %w", h, err)
+		}
+		objs[i] = obj
+	}
+	o.mu.RUnlock()
 	var buf bytes.Buffer
 	sum := sha1.New() //nolint:gosec // see import
 	w := io.MultiWriter(&buf, sum)
@@ -120,11 +131,7 @@ func (o *objects) pack() ([]byte, []plumbing.Hash, error) {
 	binary.BigEndian.PutUint32(hdr[8:12], uint32(len(hashes)))
 	_, _ = w.Write(hdr[:])
 	zw, _ := zlib.NewWriterLevel(nil, zlib.BestSpeed)
-	for _, h := range hashes {
-		obj, err := o.m.EncodedObject(plumbing.AnyObject, h)
-		if err != nil {
-			return nil, nil, fmt.Errorf("failed to read object %s for the push: %w", h, err)
-		}
+	for _, obj := range objs {
 		_, _ = w.Write(objectHeader(obj.Type(), obj.Size()))
 		r, err := obj.Reader()
 		if err != nil {
