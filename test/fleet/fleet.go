@@ -73,6 +73,9 @@ type Fleet struct {
 	polls   atomic.Int64
 	beats   atomic.Int64
 	peak    atomic.Uint64
+	// peakHub and peakAgents are the highest in-use heap estimated for the hub's side and the
+	// agents' side (heapShares).
+	peakHub, peakAgents atomic.Uint64
 	// idlePolls and idleBytes count polls that found nothing new, and their bytes.
 	idlePolls atomic.Int64
 }
@@ -293,6 +296,10 @@ func (f *Fleet) StopHub() {
 // PeakHeap is the highest heap seen since the fleet started.
 func (f *Fleet) PeakHeap() uint64 { return f.peak.Load() }
 
+// PeakShares are the highest in-use heap estimated for the hub (with its clients and the
+// harness) and for the simulated agents, sampled every few seconds from the heap profile.
+func (f *Fleet) PeakShares() (hub, agents uint64) { return f.peakHub.Load(), f.peakAgents.Load() }
+
 // run starts the agents on the workers, and a sampler of the heap.
 func (f *Fleet) run(ctx context.Context) {
 	work := make(chan *agent, len(f.agents))
@@ -327,11 +334,20 @@ func (f *Fleet) run(ctx context.Context) {
 		defer f.done.Done()
 		t := time.NewTicker(200 * time.Millisecond)
 		defer t.Stop()
-		for {
+		for i := 0; ; i++ {
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
 			if ms.HeapAlloc > f.peak.Load() {
 				f.peak.Store(ms.HeapAlloc)
+			}
+			if i%25 == 0 {
+				hub, agents := heapShares()
+				if hub > f.peakHub.Load() {
+					f.peakHub.Store(hub)
+				}
+				if agents > f.peakAgents.Load() {
+					f.peakAgents.Store(agents)
+				}
 			}
 			select {
 			case <-ctx.Done():

@@ -67,6 +67,11 @@ func TestFleetOf1200Cells(t *testing.T) {
 			wrong++
 		}
 	}
+	hubHeap, agentsHeap := f.PeakShares()
+	t.Logf("peak in-use heap, estimated from the heap profile: the hub's side %s, the agents' %s (the process's peak heap %s)", MiB(hubHeap), MiB(agentsHeap), MiB(f.PeakHeap()))
+	if hubHeap == 0 || agentsHeap == 0 {
+		t.Errorf("the heap profile attributed nothing to one side: hub %d, agents %d bytes", hubHeap, agentsHeap)
+	}
 	// What the agents cost on their own: the hub stops, they go on.
 	f.StopHub()
 	pollBytes, pollRequests, reportBytes, polls, beats := f.Idle(10 * time.Second)
