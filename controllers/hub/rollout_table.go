@@ -49,9 +49,10 @@ func (x *execution) loadTable(ctx context.Context) error {
 // writes it only when what the rollout remembers changed. A table that empties (the rollout
 // completed) is written empty once, and the status stops naming it.
 func (x *execution) saveTable(ctx context.Context, st *hubv1alpha1.RolloutStatus) error {
-	files, n := rollout.Table(st.Cells)
-	if len(st.Cells) <= rollout.StatusCells {
-		files, n = nil, 0
+	var files map[string][]byte
+	n := 0
+	if len(st.Cells) > rollout.StatusCells {
+		files, n = rollout.Table(st.Cells)
 	}
 	switch {
 	case files == nil && st.CellTable == nil:

@@ -322,9 +322,9 @@ func (s *Store) applyOnce(ctx context.Context, u Update, auth transport.AuthMeth
 // restoredTree is an editable copy of a commit's tree, marked changed so that it is committed
 // when it differs from the head's. A commit missing from the clone is fetched by hash.
 func (s *Store) restoredTree(ctx context.Context, auth transport.AuthMethod, objs *objects, commit string) (*Tree, error) {
-	h := plumbing.NewHash(commit)
-	if h.IsZero() || h.String() != commit {
-		return nil, fmt.Errorf("cannot restore %q: not a commit hash", commit)
+	h, err := commitHash(commit)
+	if err != nil {
+		return nil, fmt.Errorf("cannot restore: %w", err)
 	}
 	if err := s.fetchCommit(ctx, auth, objs, h); err != nil {
 		return nil, err
@@ -335,6 +335,15 @@ func (s *Store) restoredTree(ctx context.Context, auth transport.AuthMethod, obj
 	}
 	tree.changed = true
 	return tree, nil
+}
+
+// commitHash parses a full commit hash, refusing anything else (a branch name, a short hash).
+func commitHash(commit string) (plumbing.Hash, error) {
+	h := plumbing.NewHash(commit)
+	if h.IsZero() || h.String() != commit {
+		return plumbing.ZeroHash, fmt.Errorf("%q is not a commit hash", commit)
+	}
+	return h, nil
 }
 
 // fetchCommit fetches a commit the clone lacks by its hash.
@@ -362,9 +371,9 @@ func (s *Store) fetchCommit(ctx context.Context, auth transport.AuthMethod, objs
 // ReadCommit returns every file under prefix ("" for all) at a commit of branch: a commit the
 // clone lacks is looked for at the branch's head, then fetched by its hash.
 func (s *Store) ReadCommit(ctx context.Context, branch, commit, prefix string) (map[string][]byte, error) {
-	h := plumbing.NewHash(commit)
-	if h.IsZero() || h.String() != commit {
-		return nil, fmt.Errorf("cannot read %q: not a commit hash", commit)
+	h, err := commitHash(commit)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read branch %s: %w", branch, err)
 	}
 	objs := s.clone()
 	if !objs.has(h) {
