@@ -23,12 +23,25 @@ const maxSectionLines = 1024
 // repository, where go-git v5's fetch starts with the full advertisement. It returns the
 // commits the server marked shallow. Call it only for a server that answered a listing with v2.
 func Fetch(ctx context.Context, url string, auth transport.AuthMethod, want string, pack io.Writer) ([]plumbing.Hash, error) {
-	if !plumbing.IsHash(want) {
-		return nil, fmt.Errorf("not a commit hash: %q", want)
+	return FetchCommits(ctx, url, auth, []string{want}, pack)
+}
+
+// FetchCommits is Fetch for several commits in one request and one pack: the hub fetches every
+// status report that moved in a repository at once.
+func FetchCommits(ctx context.Context, url string, auth transport.AuthMethod, wants []string, pack io.Writer) ([]plumbing.Hash, error) {
+	if len(wants) == 0 {
+		return nil, errors.New("a fetch needs at least one commit")
 	}
+	args := []string{"ofs-delta", "no-progress", "deepen 1"}
+	for _, want := range wants {
+		if !plumbing.IsHash(want) {
+			return nil, fmt.Errorf("not a commit hash: %q", want)
+		}
+		args = append(args, "want "+want)
+	}
+	args = append(args, "done")
 	base := strings.TrimSuffix(url, "/")
-	res, err := command(ctx, base, auth, []string{"command=fetch", "agent=git/cellsync"},
-		[]string{"ofs-delta", "no-progress", "deepen 1", "want " + want, "done"})
+	res, err := command(ctx, base, auth, []string{"command=fetch", "agent=git/cellsync"}, args)
 	if err != nil {
 		return nil, err
 	}
@@ -38,9 +51,11 @@ func Fetch(ctx context.Context, url string, auth transport.AuthMethod, want stri
 	// Sections come before the pack: shallow-info (with deepen), perhaps others; each ends with a
 	// delim-pkt, and the pack's section is last.
 	section := ""
+	// A shallow line per commit asked for, and a few more.
+	maxLines := maxSectionLines + len(wants)
 	for lines := 0; ; lines++ {
-		if lines > maxSectionLines {
-			return nil, fmt.Errorf("the fetch answer from %s has no pack after %d lines", base, maxSectionLines)
+		if lines > maxLines {
+			return nil, fmt.Errorf("the fetch answer from %s has no pack after %d lines", base, maxLines)
 		}
 		payload, kind, err := s.next()
 		if err != nil {

@@ -26,7 +26,7 @@ func TestFetch(t *testing.T) {
 		{"failed in the middle", pkt("packfile\n") + band(1, "PA") + band(3, "out of memory\n") + "0000", "PA", "failed the fetch: out of memory", 0},
 		{"cut off", pkt("packfile\n") + band(1, "PACK"), "PACK", "unexpected EOF", 0},
 		{"no pack", pkt("shallow-info\n") + "0000", "", "ended before its pack", 0},
-		{"sections that never end", endless, "", "has no pack after 1024 lines", 0},
+		{"sections that never end", endless, "", "has no pack after 1025 lines", 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var asked string

@@ -160,6 +160,8 @@ type scratch struct {
 	storage *memory.Storage
 	guard   *guardedMemory
 	remote  *git.Remote
+	// v2, when set, fetches with Git protocol v2 by hash: it gives each spec's head.
+	v2 func(spec config.RefSpec) plumbing.Hash
 }
 
 func (s *Store) scratch() (*scratch, error) {
@@ -454,7 +456,7 @@ func visitList(u Update, heads map[string]plumbing.Hash) []string {
 // true; nil means none). The listing and the fetch run off the store's lock: the fetch lands in
 // a scratch clone whose objects objs adopts.
 func (s *Store) refreshPrefix(ctx context.Context, auth transport.AuthMethod, objs *objects, prefix string, want func(branch string) bool, known func(branch, head string) bool) (map[string]plumbing.Hash, map[string]refusal, error) {
-	refs, err := s.list(ctx, auth, prefix)
+	refs, proto, err := s.list(ctx, auth, prefix)
 	if err != nil && !errors.Is(err, transport.ErrEmptyRemoteRepository) {
 		return nil, nil, classify(err, s.opts.URL)
 	}
@@ -491,6 +493,11 @@ func (s *Store) refreshPrefix(ctx context.Context, auth transport.AuthMethod, ob
 	if err != nil {
 		return nil, nil, err
 	}
+	if proto == gitrefs.V2 {
+		// The server listed with v2: the fetch asks for the heads by hash, with no advertisement
+		// of the repository's other refs.
+		sc.v2 = func(spec config.RefSpec) plumbing.Hash { return heads[plumbing.ReferenceName(spec.Src()).Short()] }
+	}
 	err = sc.fetch(ctx, auth, fetch)
 	var limit *gitpack.LimitError
 	if errors.As(err, &limit) {
@@ -526,6 +533,21 @@ func refusedError(refused map[string]refusal) error {
 }
 
 func (c *scratch) fetch(ctx context.Context, auth transport.AuthMethod, specs []config.RefSpec) error {
+	if c.v2 != nil {
+		wants := make([]string, 0, len(specs))
+		for _, spec := range specs {
+			wants = append(wants, c.v2(spec).String())
+		}
+		w, err := c.guard.PackfileWriter()
+		if err != nil {
+			return err
+		}
+		_, err = gitrefs.FetchCommits(ctx, c.remote.Config().URLs[0], auth, wants, w)
+		if cerr := w.Close(); err == nil {
+			err = cerr // the guard's verdict on the whole pack
+		}
+		return err
+	}
 	err := c.remote.FetchContext(ctx, &git.FetchOptions{RemoteName: remoteName, RefSpecs: specs, Auth: auth, Tags: git.NoTags, Depth: 1})
 	if errors.Is(err, git.NoErrAlreadyUpToDate) {
 		return nil
@@ -554,21 +576,23 @@ func (c *scratch) fetchEach(ctx context.Context, auth transport.AuthMethod, spec
 	return nil
 }
 
-// list lists the remote's refs: with a prefix over HTTP(S), only the branches under it.
-func (s *Store) list(ctx context.Context, auth transport.AuthMethod, prefix string) ([]*plumbing.Reference, error) {
+// list lists the remote's refs: with a prefix over HTTP(S), only the branches under it. It
+// says which protocol the server answered with.
+func (s *Store) list(ctx context.Context, auth transport.AuthMethod, prefix string) ([]*plumbing.Reference, gitrefs.Protocol, error) {
 	if prefix == "" || !gitrefs.Supported(s.opts.URL) {
 		remote := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: remoteName, URLs: []string{s.opts.URL}})
-		return remote.ListContext(ctx, &git.ListOptions{Auth: auth})
+		refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: auth})
+		return refs, gitrefs.V0, err
 	}
-	heads, _, err := gitrefs.List(ctx, s.opts.URL, auth, plumbing.NewBranchReferenceName(prefix).String())
+	heads, proto, err := gitrefs.List(ctx, s.opts.URL, auth, plumbing.NewBranchReferenceName(prefix).String())
 	if err != nil {
-		return nil, err
+		return nil, proto, err
 	}
 	refs := make([]*plumbing.Reference, 0, len(heads))
 	for name, hash := range heads {
 		refs = append(refs, plumbing.NewHashReference(plumbing.ReferenceName(name), plumbing.NewHash(hash)))
 	}
-	return refs, nil
+	return refs, proto, nil
 }
 
 // Heads lists the remote's branches and their heads, fetching what is new.

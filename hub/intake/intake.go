@@ -238,22 +238,41 @@ func (i *Intake) Poll(ctx context.Context) {
 	if i.checked == nil {
 		i.checked, i.stale = map[string]string{}, map[string]bool{}
 	}
-	now := i.now()
+	now, start := i.now(), time.Now()
 	i.woken = map[string]bool{}
 	sources, err := i.sources(ctx)
 	if err != nil {
 		log.Info("Failed to list the status repositories; retrying at the next poll", "error", err.Error())
 		return
 	}
-	for _, src := range sources {
-		err := src.err
+	// The repositories are listed, and what moved fetched, a few at a time; what was read is
+	// then taken in order, so that a poll judges as one reader would.
+	reads := make([]moved, len(sources))
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, parallelReads)
+	for k, src := range sources {
+		if src.err != nil {
+			reads[k].err = src.err
+			continue
+		}
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			reads[k] = i.readMoved(ctx, src)
+		}()
+	}
+	wg.Wait()
+	for k, src := range sources {
+		err := reads[k].err
 		if err == nil {
-			err = i.read(ctx, src, now)
+			i.take(ctx, reads[k], now)
 		}
 		if src.url == "" && err != nil {
 			// The hub's own repository: staleness stays as the last complete poll judged it,
 			// the hub cannot tell.
 			log.Info("Failed to read status reports; retrying at the next poll", "error", err.Error())
+			observe(start, len(sources))
 			return
 		}
 		if src.url != "" {
@@ -271,11 +290,21 @@ func (i *Intake) Poll(ctx context.Context) {
 			i.wakeApps(e.Report)
 		}
 	})
+	observe(start, len(sources))
 }
 
-// read reads the reports that moved in one repository: a head already judged (with the cell's
-// keys of now) and a cell that reports elsewhere are neither fetched nor read.
-func (i *Intake) read(ctx context.Context, src source, now time.Time) error {
+// moved is what one repository's listing found moved: the files read, and the keys each
+// cell's was judged with.
+type moved struct {
+	files  map[string]gitstore.BranchFile
+	keysOf map[string][]string
+	err    error
+}
+
+// readMoved lists one repository and reads the reports that moved in it: a head already judged
+// (with the cell's keys of now) and a cell that reports elsewhere are neither fetched nor read.
+// Polls run it for several repositories at once: it only reads what the intake holds.
+func (i *Intake) readMoved(ctx context.Context, src source) moved {
 	log := ctrl.LoggerFrom(ctx).WithName("intake")
 	keysOf := map[string][]string{}
 	known := func(branch, commit string) bool {
@@ -292,9 +321,13 @@ func (i *Intake) read(ctx context.Context, src source, now time.Time) error {
 		return i.checked[cell] == judged(commit, keys)
 	}
 	files, err := src.store.ReadMoved(ctx, agentv1alpha1.StatusRefPrefix, agentv1alpha1.StatusReportFile, known)
-	if err != nil {
-		return err
-	}
+	return moved{files: files, keysOf: keysOf, err: err}
+}
+
+// take judges the reports one repository's listing read, and wakes what they touch.
+func (i *Intake) take(ctx context.Context, m moved, now time.Time) {
+	log := ctrl.LoggerFrom(ctx).WithName("intake")
+	files, keysOf := m.files, m.keysOf
 	for branch, f := range files {
 		cell := strings.TrimPrefix(branch, agentv1alpha1.StatusRefPrefix)
 		if f.Refused != "" {
@@ -333,7 +366,6 @@ func (i *Intake) read(ctx context.Context, src source, now time.Time) error {
 		}
 		i.wakeApps(prev.Report, rep)
 	}
-	return nil
 }
 
 // unreadable names, on each cell of a status repository, that the repository cannot be read

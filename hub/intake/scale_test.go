@@ -12,6 +12,7 @@ import (
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/yaml"
@@ -204,5 +205,74 @@ func TestReportsAreReadFromEachCellsStatusRepository(t *testing.T) {
 	}
 	if opened[shard] != 1 {
 		t.Errorf("the shard's store was opened %d times; it is kept between polls", opened[shard])
+	}
+}
+
+// A poll over many status repositories lists each once (a few at a time) and takes every
+// report, whatever order the listings finish in; the poll's metrics say how long it took and
+// over how many repositories.
+func TestPollListsEveryStatusRepositoryOnce(t *testing.T) {
+	env := newHubAndAgent(t)
+	reports := intake.NewReports()
+	in := intake.New(env.store, reports, time.Second)
+	consume(t, in.Cells, in.Apps, in.Rollouts)
+	ctx := context.Background()
+	t0 := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	repos := map[string][]string{}
+	for k := range 12 {
+		url, err := env.srv.CreateRepo(fmt.Sprintf("status-%02d", k))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cell := fmt.Sprintf("c%02d", k)
+		repos[url] = []string{cell}
+		hb := t0.Add(time.Duration(k) * time.Second)
+		if _, err := source.PushReport(ctx, url, env.auth, agentv1alpha1.StatusRefPrefix+cell, agentv1alpha1.StatusReportFile, reportYAML(t, cell, hb), hb, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in.StatusRepos = func(context.Context) (map[string][]string, error) { return repos, nil }
+	in.StoreFor = func(url string) (*gitstore.Store, error) {
+		return gitstore.New(gitstore.Options{URL: url, Credentials: func(context.Context) (transport.AuthMethod, *openpgp.Entity, error) {
+			return env.auth, nil, nil
+		}})
+	}
+	in.Now = func() time.Time { return t0.Add(time.Minute) }
+	before := env.srv.Requests()
+	in.Poll(ctx)
+	if after := env.srv.Requests(); after.RefListings-before.RefListings != 13 || after.Fetches-before.Fetches != 12 {
+		t.Errorf("one poll made %d listings and %d fetches; want 13 listings (the hub's repository and 12 status repositories, once each, "+
+			"and no advertisement before a fetch) and 12 fetches (each moved report)", after.RefListings-before.RefListings, after.Fetches-before.Fetches)
+	}
+	for k := range 12 {
+		cell := fmt.Sprintf("c%02d", k)
+		if e, ok := reports.Get(cell); !ok || !e.Report.HeartbeatTime.Time.Equal(t0.Add(time.Duration(k)*time.Second)) {
+			t.Errorf("%s: report not read from its status repository (%+v)", cell, e.Report.HeartbeatTime)
+		}
+	}
+	if got := testutil.ToFloat64(intake.PollRepositories); got != 13 {
+		t.Errorf("cellsync_hub_intake_repositories = %v, want 13", got)
+	}
+	if got := testutil.ToFloat64(intake.LastPollDuration); got <= 0 {
+		t.Errorf("cellsync_hub_intake_last_poll_duration_seconds = %v, want the poll's duration", got)
+	}
+	// Nothing moved: the next poll lists each repository once more and fetches nothing.
+	r0 := env.srv.Requests()
+	in.Poll(ctx)
+	if r1 := env.srv.Requests(); r1.RefListings-r0.RefListings != 13 || r1.Fetches != r0.Fetches {
+		t.Errorf("an idle poll made %d listings and %d fetches; want 13 and 0", r1.RefListings-r0.RefListings, r1.Fetches-r0.Fetches)
+	}
+	// A server without protocol v2: the full advertisement, and go-git's fetch, read the
+	// report that moved just the same.
+	env.srv.SetProtocolV0(true)
+	defer env.srv.SetProtocolV0(false)
+	shard := env.srv.URL("status-05")
+	hb := t0.Add(30 * time.Second)
+	if _, err := source.PushReport(ctx, shard, env.auth, agentv1alpha1.StatusRefPrefix+"c05", agentv1alpha1.StatusReportFile, reportYAML(t, "c05", hb), hb, nil); err != nil {
+		t.Fatal(err)
+	}
+	in.Poll(ctx)
+	if e, ok := reports.Get("c05"); !ok || !e.Report.HeartbeatTime.Time.Equal(hb) {
+		t.Errorf("from a server without v2, c05's new report was not read (%+v)", e.Report.HeartbeatTime)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -33,6 +34,7 @@ import (
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	"github.com/cellsync/cellsync/controllers/gitauth"
 	"github.com/cellsync/cellsync/hub/cellbranch"
+	"github.com/cellsync/cellsync/hub/intake"
 	"github.com/cellsync/cellsync/hub/manager"
 	"github.com/cellsync/cellsync/test/testenv"
 )
@@ -55,6 +57,8 @@ type Options struct {
 	// a few workers, so a round of polls over a large fleet takes minutes: the threshold must
 	// be above it, and Heartbeat below it.
 	StaleAfter time.Duration
+	// StatusInterval is the hub's --status-interval (1 s when 0).
+	StatusInterval time.Duration
 }
 
 // Fleet is a running hub with its simulated agents.
@@ -78,6 +82,8 @@ type Fleet struct {
 	peakHub, peakAgents atomic.Uint64
 	// idlePolls and idleBytes count polls that found nothing new, and their bytes.
 	idlePolls atomic.Int64
+	// slowestIntake is the longest intake poll seen, in nanoseconds.
+	slowestIntake atomic.Int64
 }
 
 const (
@@ -99,6 +105,9 @@ func Start(tb testing.TB, o Options) *Fleet {
 	if o.StaleAfter <= 0 {
 		o.StaleAfter = 2 * time.Minute
 	}
+	if o.StatusInterval <= 0 {
+		o.StatusInterval = time.Second
+	}
 	ctrl.SetLogger(logr.Discard())
 	f := &Fleet{o: o}
 	var err error
@@ -106,6 +115,9 @@ func Start(tb testing.TB, o Options) *Fleet {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(f.Git.Close)
+	// As a Git host does, the server packs a repository's refs once pushes leave many loose:
+	// the hub's step writes thousands of cell branches at once.
+	f.Git.SetHousekeeping(true)
 	if f.repoURL, err = f.Git.CreateRepo("gitops"); err != nil {
 		tb.Fatal(err)
 	}
@@ -151,7 +163,7 @@ func Start(tb testing.TB, o Options) *Fleet {
 		tb.Fatal(err)
 	}
 	if _, err := manager.Setup(mgr, manager.Config{Namespace: hubNS, GitURL: f.repoURL, GitSecret: "git",
-		StatusInterval: time.Second, StaleAfter: o.StaleAfter, Workers: 4}); err != nil {
+		StatusInterval: o.StatusInterval, StaleAfter: o.StaleAfter, Workers: 4}); err != nil {
 		tb.Fatal(err)
 	}
 	hubCtx, stopHub := context.WithCancel(ctx)
@@ -296,6 +308,10 @@ func (f *Fleet) StopHub() {
 // PeakHeap is the highest heap seen since the fleet started.
 func (f *Fleet) PeakHeap() uint64 { return f.peak.Load() }
 
+// SlowestIntakePoll is the longest intake poll seen (sampled every 200 ms): the listing of every
+// status repository and the reading of what moved.
+func (f *Fleet) SlowestIntakePoll() time.Duration { return time.Duration(f.slowestIntake.Load()) }
+
 // PeakShares are the highest in-use heap estimated for the hub (with its clients and the
 // harness) and for the simulated agents, sampled every few seconds from the heap profile.
 func (f *Fleet) PeakShares() (hub, agents uint64) { return f.peakHub.Load(), f.peakAgents.Load() }
@@ -339,6 +355,9 @@ func (f *Fleet) run(ctx context.Context) {
 			runtime.ReadMemStats(&ms)
 			if ms.HeapAlloc > f.peak.Load() {
 				f.peak.Store(ms.HeapAlloc)
+			}
+			if d := int64(testutil.ToFloat64(intake.LastPollDuration) * 1e9); d > f.slowestIntake.Load() {
+				f.slowestIntake.Store(d)
 			}
 			if i%25 == 0 {
 				hub, agents := heapShares()

@@ -69,6 +69,7 @@ func TestFleetOf1200Cells(t *testing.T) {
 	}
 	hubHeap, agentsHeap := f.PeakShares()
 	t.Logf("peak in-use heap, estimated from the heap profile: the hub's side %s, the agents' %s (the process's peak heap %s)", MiB(hubHeap), MiB(agentsHeap), MiB(f.PeakHeap()))
+	t.Logf("slowest intake poll: %s over %d status repositories and the hub's own; the Git server packed refs %d times", f.SlowestIntakePoll().Round(time.Millisecond), len(f.shards), f.Git.RefPacks())
 	if hubHeap == 0 || agentsHeap == 0 {
 		t.Errorf("the heap profile attributed nothing to one side: hub %d, agents %d bytes", hubHeap, agentsHeap)
 	}

@@ -37,6 +37,12 @@ type GitServer struct {
 	log      []string
 	stderr   *os.File
 	fault    *pushFault
+	// housekeeping: see SetHousekeeping; packing holds the repositories being packed, and
+	// repack those pushed to while they were.
+	housekeeping bool
+	packing      map[string]bool
+	repack       map[string]bool
+	packs        int
 }
 
 // PushFailure is how the server dies in the middle of a push.
@@ -295,8 +301,85 @@ func (g *GitServer) auth(next http.Handler) http.Handler {
 		if push {
 			g.counts.PushBytes += cw.n + body.n
 		}
+		keep := g.housekeeping && r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/git-receive-pack")
 		g.mu.Unlock()
+		if keep {
+			g.housekeep(filepath.Join(g.Root, filepath.FromSlash(strings.TrimSuffix(r.URL.Path, "/git-receive-pack"))))
+		}
 	})
+}
+
+// looseRefsLimit is how many loose refs a repository keeps before housekeeping packs them.
+const looseRefsLimit = 1000
+
+// SetHousekeeping turns on what a Git host does after pushes (GitLab's and Gitea's housekeeping,
+// for example): once a push leaves more than 1,000 loose refs in a repository, its refs are
+// packed (git pack-refs --all) in the background. Without it, every ref a push writes stays a
+// file of its own, and a v2 listing with a ref-prefix reads every file in the prefix's folder:
+// at 10,000 cells about 60 ms of the server's CPU per listing instead of 3.
+func (g *GitServer) SetHousekeeping(on bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.housekeeping = on
+}
+
+// RefPacks counts the housekeeping runs that packed a repository's refs.
+func (g *GitServer) RefPacks() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.packs
+}
+
+// housekeep packs dir's refs in the background when it holds more loose refs than the limit;
+// one run at a time per repository, and one more when pushes came in during a run.
+func (g *GitServer) housekeep(dir string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.packing == nil {
+		g.packing, g.repack = map[string]bool{}, map[string]bool{}
+	}
+	if g.packing[dir] {
+		g.repack[dir] = true
+		return
+	}
+	g.packing[dir] = true
+	logTo := g.stderr
+	go func() {
+		for {
+			if looseRefs(dir, looseRefsLimit+1) > looseRefsLimit {
+				if out, err := exec.Command("git", "-C", dir, "pack-refs", "--all").CombinedOutput(); err == nil {
+					g.mu.Lock()
+					g.packs++
+					g.mu.Unlock()
+				} else {
+					fmt.Fprintf(logTo, "housekeeping %s: git pack-refs: %v: %s\n", dir, err, out)
+				}
+			}
+			g.mu.Lock()
+			if !g.repack[dir] {
+				delete(g.packing, dir)
+				g.mu.Unlock()
+				return
+			}
+			delete(g.repack, dir)
+			g.mu.Unlock()
+		}
+	}()
+}
+
+// looseRefs counts the loose refs under dir/refs, stopping at limit.
+func looseRefs(dir string, limit int) int {
+	n := 0
+	_ = filepath.WalkDir(filepath.Join(dir, "refs"), func(_ string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			n++
+			if n >= limit {
+				return filepath.SkipAll
+			}
+		}
+		return nil
+	})
+	return n
 }
 
 // SetProtocolV0 makes the server answer every client with protocol v0 (true) or as git does.
