@@ -219,14 +219,18 @@ func fingerprint(app *hubv1alpha1.ServerlessApp, pl *hubv1alpha1.CellPlacement, 
 		Requested   string
 		Placement   hubv1alpha1.CellPlacementSpec
 		PlacementNS string
-		Cells       []cellInput
-	}{App: app.Spec, Source: app.Annotations[hubv1alpha1.SourceCommitAnnotation], Requested: app.Annotations[meta.ReconcileRequestAnnotation], Placement: pl.Spec, PlacementNS: pl.Namespace}
+		Cells       int
+	}{App: app.Spec, Source: app.Annotations[hubv1alpha1.SourceCommitAnnotation], Requested: app.Annotations[meta.ReconcileRequestAnnotation],
+		Placement: pl.Spec, PlacementNS: pl.Namespace, Cells: len(placed)}
+	// Encoded straight into the hash, a cell at a time: an app placed on every cell of a large
+	// fleet costs no buffer the size of the fleet's Cells.
+	h := sha256.New()
+	enc := json.NewEncoder(h)
+	_ = enc.Encode(in)
 	for _, c := range placed {
-		in.Cells = append(in.Cells, cellInput{Name: c.Name, Labels: c.Labels, Spec: c.Spec})
+		_ = enc.Encode(cellInput{Name: c.Name, Labels: c.Labels, Spec: c.Spec})
 	}
-	b, _ := json.Marshal(in)
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // fail ends a reconcile by the hub's one rule for errors.

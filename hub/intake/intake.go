@@ -5,6 +5,8 @@ package intake
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -413,8 +415,17 @@ func (i *Intake) wakeApps(reports ...agentv1alpha1.StatusReport) {
 	}
 }
 
-// judged is what a report was judged with: its commit and the keys it had to be signed with.
-func judged(commit string, keys []string) string { return commit + "/" + strings.Join(keys, "\x00") }
+// judged is what a report was judged with: its commit and (a digest of) the keys it had to be
+// signed with. The intake keeps one per cell: armored keys of a few KB each would make it the
+// size of the fleet's keys.
+func judged(commit string, keys []string) string {
+	h := sha256.New()
+	for _, k := range keys {
+		h.Write([]byte(k))
+		h.Write([]byte{0})
+	}
+	return commit + "/" + hex.EncodeToString(h.Sum(nil))
+}
 
 func (i *Intake) now() time.Time {
 	if i.Now == nil {

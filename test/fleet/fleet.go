@@ -20,13 +20,11 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/yaml"
 
 	"github.com/cellsync/cellsync/agent/source"
@@ -34,7 +32,6 @@ import (
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	"github.com/cellsync/cellsync/controllers/gitauth"
 	"github.com/cellsync/cellsync/hub/cellbranch"
-	"github.com/cellsync/cellsync/hub/intake"
 	"github.com/cellsync/cellsync/hub/manager"
 	"github.com/cellsync/cellsync/test/testenv"
 )
@@ -71,15 +68,15 @@ type Fleet struct {
 	signer  *openpgp.Entity
 	agents  []*agent
 	stop    context.CancelFunc
-	stopHub context.CancelFunc
-	hubDone sync.WaitGroup
+	hub     *hubProcess
 	done    sync.WaitGroup
 	polls   atomic.Int64
 	beats   atomic.Int64
-	peak    atomic.Uint64
-	// peakHub and peakAgents are the highest in-use heap estimated for the hub's side and the
-	// agents' side (heapShares).
-	peakHub, peakAgents atomic.Uint64
+	// peak is the highest heap of this process: the simulated agents, the Git server's HTTP
+	// side and the harness.
+	peak atomic.Uint64
+	// peakHub is the highest heap the hub process reported (go_memstats_heap_alloc_bytes).
+	peakHub atomic.Uint64
 	// idlePolls and idleBytes count polls that found nothing new, and their bytes.
 	idlePolls atomic.Int64
 	// slowestIntake is the longest intake poll seen, in nanoseconds.
@@ -157,22 +154,10 @@ func Start(tb testing.TB, o Options) *Fleet {
 			tb.Fatal(err)
 		}
 	}
-	mgr, err := ctrl.NewManager(cluster.Config, ctrl.Options{Scheme: manager.Scheme(),
-		Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0"})
-	if err != nil {
+	if f.hub, err = startHub(cluster.Config, tb.TempDir(), f.repoURL, o); err != nil {
 		tb.Fatal(err)
 	}
-	if _, err := manager.Setup(mgr, manager.Config{Namespace: hubNS, GitURL: f.repoURL, GitSecret: "git",
-		StatusInterval: o.StatusInterval, StaleAfter: o.StaleAfter, Workers: 4}); err != nil {
-		tb.Fatal(err)
-	}
-	hubCtx, stopHub := context.WithCancel(ctx)
-	f.stopHub = stopHub
-	f.hubDone.Add(1)
-	go func() {
-		defer f.hubDone.Done()
-		_ = mgr.Start(hubCtx)
-	}()
+	tb.Cleanup(f.StopHub)
 
 	// The cells, created by a few writers at once.
 	names := make([]string, o.Cells)
@@ -266,7 +251,7 @@ func (f *Fleet) WaitCompleted(tb testing.TB, image string, timeout time.Duration
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	tb.Fatalf("the rollout of %s did not complete in %s: %+v", image, timeout, ro.Status)
+	tb.Fatalf("the rollout of %s did not complete in %s: %+v\nthe end of the hub's log:\n%s", image, timeout, ro.Status, f.hub.logTail())
 	return nil
 }
 
@@ -293,28 +278,35 @@ func (f *Fleet) Stop() {
 	if f.stop != nil {
 		f.stop()
 		f.done.Wait()
-		f.hubDone.Wait()
 		f.stop = nil
 	}
+	f.StopHub()
 }
 
 // StopHub stops the hub; the agents go on polling and heartbeating, so that what they cost the
 // Git server can be counted on its own.
 func (f *Fleet) StopHub() {
-	f.stopHub()
-	f.hubDone.Wait()
+	if f.hub != nil && f.hub.p.Cmd.ProcessState == nil {
+		f.hub.p.Stop()
+	}
 }
 
-// PeakHeap is the highest heap seen since the fleet started.
+// HubCPU is the hub process's CPU time so far.
+func (f *Fleet) HubCPU() time.Duration { return f.hub.cpu() }
+
+// HubPeakRSS is the hub process's peak resident memory; call it before StopHub.
+func (f *Fleet) HubPeakRSS() uint64 { return f.hub.peakRSS() }
+
+// PeakHeap is the highest heap of this process (the simulated agents, the Git server's HTTP side
+// and the harness) seen since the fleet started.
 func (f *Fleet) PeakHeap() uint64 { return f.peak.Load() }
 
-// SlowestIntakePoll is the longest intake poll seen (sampled every 200 ms): the listing of every
+// PeakHubHeap is the highest heap the hub process reported, sampled every second.
+func (f *Fleet) PeakHubHeap() uint64 { return f.peakHub.Load() }
+
+// SlowestIntakePoll is the longest intake poll seen (sampled every second): the listing of every
 // status repository and the reading of what moved.
 func (f *Fleet) SlowestIntakePoll() time.Duration { return time.Duration(f.slowestIntake.Load()) }
-
-// PeakShares are the highest in-use heap estimated for the hub (with its clients and the
-// harness) and for the simulated agents, sampled every few seconds from the heap profile.
-func (f *Fleet) PeakShares() (hub, agents uint64) { return f.peakHub.Load(), f.peakAgents.Load() }
 
 // run starts the agents on the workers, and a sampler of the heap.
 func (f *Fleet) run(ctx context.Context) {
@@ -356,16 +348,14 @@ func (f *Fleet) run(ctx context.Context) {
 			if ms.HeapAlloc > f.peak.Load() {
 				f.peak.Store(ms.HeapAlloc)
 			}
-			if d := int64(testutil.ToFloat64(intake.LastPollDuration) * 1e9); d > f.slowestIntake.Load() {
-				f.slowestIntake.Store(d)
-			}
-			if i%25 == 0 {
-				hub, agents := heapShares()
-				if hub > f.peakHub.Load() {
-					f.peakHub.Store(hub)
-				}
-				if agents > f.peakAgents.Load() {
-					f.peakAgents.Store(agents)
+			if i%5 == 0 {
+				if heap, poll, err := f.hub.sample(); err == nil {
+					if uint64(heap) > f.peakHub.Load() {
+						f.peakHub.Store(uint64(heap))
+					}
+					if int64(poll) > f.slowestIntake.Load() {
+						f.slowestIntake.Store(int64(poll))
+					}
 				}
 			}
 			select {
