@@ -73,6 +73,7 @@ func run(m *testing.M) int {
 
 	mgr, err := ctrl.NewManager(cluster.Config, ctrl.Options{
 		Scheme:                  manager.Scheme(),
+		Cache:                   manager.CacheOptions(),
 		Metrics:                 metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress:  "0",
 		LeaderElection:          true,

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
@@ -52,6 +53,14 @@ func Scheme() *runtime.Scheme {
 	_ = clientgoscheme.AddToScheme(s)
 	_ = hubv1alpha1.AddToScheme(s)
 	return s
+}
+
+// CacheOptions are the hub manager's cache options: objects are cached without their
+// managedFields, which the hub never reads. Every Cell, Lease and app of a large fleet sits in
+// the cache, and every list of Cells copies them; the field-manager records would be most of
+// both.
+func CacheOptions() cache.Options {
+	return cache.Options{DefaultTransform: cache.TransformStripManagedFields()}
 }
 
 // Setup adds the hub reconcilers to mgr and returns the Git store they share.

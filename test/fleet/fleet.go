@@ -352,6 +352,7 @@ func (f *Fleet) run(ctx context.Context) {
 				if heap, poll, err := f.hub.sample(); err == nil {
 					if uint64(heap) > f.peakHub.Load() {
 						f.peakHub.Store(uint64(heap))
+						f.hub.saveHeapProfile()
 					}
 					if int64(poll) > f.slowestIntake.Load() {
 						f.slowestIntake.Store(int64(poll))

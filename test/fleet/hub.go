@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -23,6 +24,7 @@ import (
 type hubProcess struct {
 	p       *testenv.Process
 	metrics string
+	pprof   string
 }
 
 // startHub runs the hub binary against the envtest apiserver with the fleet's flags.
@@ -33,14 +35,20 @@ func startHub(cfg *rest.Config, dir, repoURL string, o Options) (*hubProcess, er
 	}
 	addr := l.Addr().String()
 	_ = l.Close()
+	l, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	pprofAddr := l.Addr().String()
+	_ = l.Close()
 	p, err := testenv.StartAsServiceAccount(cfg, "config/rbac", hubNS, "cellsync-hub", "./hub/cmd/hub", filepath.Join(dir, "hub.log"),
 		"--namespace="+hubNS, "--git-url="+repoURL, "--git-secret=git", "--workers=4",
 		"--status-interval="+o.StatusInterval.String(), "--stale-after="+o.StaleAfter.String(),
-		"--leader-elect=false", "--metrics-bind-address="+addr, "--health-probe-bind-address=0")
+		"--leader-elect=false", "--metrics-bind-address="+addr, "--health-probe-bind-address=0", "--pprof-bind-address="+pprofAddr)
 	if err != nil {
 		return nil, fmt.Errorf("starting the hub: %w", err)
 	}
-	return &hubProcess{p: p, metrics: "http://" + addr + "/metrics"}, nil
+	return &hubProcess{p: p, metrics: "http://" + addr + "/metrics", pprof: "http://" + pprofAddr + "/debug/pprof/"}, nil
 }
 
 // sample reads the hub's metrics: its heap (go_memstats_heap_alloc_bytes) and the duration of
@@ -107,4 +115,24 @@ func (h *hubProcess) logTail() string {
 		out = out[len(out)-4000:]
 	}
 	return out
+}
+
+// saveHeapProfile writes the hub's heap profile to $CELLSYNC_FLEET_HEAP_PROFILE, when set: the
+// harness calls it at each new peak of the hub's heap, so the file holds the profile nearest the
+// highest. `go tool pprof -sample_index=inuse_space -top FILE` reads it.
+func (h *hubProcess) saveHeapProfile() {
+	path := os.Getenv("CELLSYNC_FLEET_HEAP_PROFILE")
+	if path == "" {
+		return
+	}
+	c := http.Client{Timeout: 30 * time.Second}
+	res, err := c.Get(h.pprof + "heap")
+	if err != nil {
+		return
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err == nil && res.StatusCode == http.StatusOK {
+		_ = os.WriteFile(path, b, 0o600)
+	}
 }

@@ -143,6 +143,8 @@ func (g *GitServer) Log() []string {
 
 // Requests counts what clients asked the server, by Git operation.
 type Requests struct {
+	// HTTP counts every request, whatever it asks.
+	HTTP int
 	// RefListings are ref advertisements for fetching (ls-remote, and the start of a fetch).
 	RefListings int
 	// Fetches are upload-pack requests that transfer objects.
@@ -172,6 +174,7 @@ func (g *GitServer) count(r *http.Request) {
 	if len(g.log) < maxLog {
 		g.log = append(g.log, r.Method+" "+r.URL.RequestURI())
 	}
+	g.counts.HTTP++
 	switch {
 	case r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/info/refs") && r.URL.Query().Get("service") == "git-upload-pack":
 		if !v2 { // a v2 client asks for capabilities here, and lists with ls-refs

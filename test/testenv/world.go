@@ -249,6 +249,7 @@ func (w *World) startHub() error {
 	}
 	mgr, err := ctrl.NewManager(w.Hub.Config, ctrl.Options{
 		Scheme:                 hubmanager.Scheme(),
+		Cache:                  hubmanager.CacheOptions(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},

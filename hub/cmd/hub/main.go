@@ -23,6 +23,7 @@ func main() {
 		cfg           manager.Config
 		metricsAddr   string
 		probeAddr     string
+		pprofAddr     string
 		leaderElect   bool
 		leaderElectNS string
 	)
@@ -38,6 +39,7 @@ func main() {
 	flag.DurationVar(&cfg.StaleAfter, "stale-after", 2*time.Minute, "A cell whose last heartbeat is older than this is Stale and never Ready.")
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the health probes.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "Address of Go's profiling endpoints (/debug/pprof); 0 disables them.")
 	flag.BoolVar(&leaderElect, "leader-elect", true, "Elect a leader so that only one hub replica writes Git.")
 	flag.StringVar(&leaderElectNS, "leader-election-namespace", "", "Namespace of the leader election lease (default: the in-cluster namespace or --namespace).")
 	showVersion := flag.Bool("version", false, "Print the version and exit.")
@@ -60,8 +62,10 @@ func main() {
 	}
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                  manager.Scheme(),
+		Cache:                   manager.CacheOptions(),
 		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:  probeAddr,
+		PprofBindAddress:        pprofAddr,
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "hub.cellsync.io",
 		LeaderElectionNamespace: leaderElectNS,
