@@ -16,6 +16,41 @@ import (
 	"github.com/cellsync/cellsync/test/testenv"
 )
 
+// fleetRepo creates the repository name on srv with one commit, pushed to branch, and 10,000
+// cell branches and 10,000 status refs at that commit, written straight into the server's
+// repository (loose, as pushes leave them); the cell branch named branch is the pushed one. It
+// returns the repository's URL and the commit.
+func fleetRepo(tb testing.TB, srv *testenv.GitServer, name, branch string) (url, head string) {
+	tb.Helper()
+	url, err := srv.CreateRepo(name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	work := tb.TempDir()
+	for _, args := range [][]string{{"init", "-q"}, {"commit", "-q", "--allow-empty", "-m", "cell"}, {"push", "-q", srv.AuthURL(name), "HEAD:refs/heads/" + branch}} {
+		if _, err := testenv.Git(work, args...); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if head, err = testenv.Git(work, "rev-parse", "HEAD"); err != nil {
+		tb.Fatal(err)
+	}
+	var refs strings.Builder
+	for i := range 10_000 {
+		if cell := fmt.Sprintf("cells/c-%05d", i); cell != branch {
+			fmt.Fprintf(&refs, "create refs/heads/%s %s\n", cell, head)
+		}
+		fmt.Fprintf(&refs, "create refs/heads/status/c-%05d %s\n", i, head)
+	}
+	cmd := exec.Command("git", "update-ref", "--stdin")
+	cmd.Dir = srv.RepoDir(name)
+	cmd.Stdin = strings.NewReader(refs.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("update-ref: %v: %s", err, out)
+	}
+	return url, head
+}
+
 // An idle poll costs the same at any fleet size: with 10,000 cell branches and 10,000 status
 // refs in the repository, listing one cell's branch moves under 1 KB (counted by the Git server)
 // with protocol v2, and so does fetching its head after a move (v2's fetch command, under 4 KB);
@@ -26,34 +61,7 @@ func TestListingCostsTheSameAtAnyFleetSize(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Close)
-	url, err := srv.CreateRepo("gitops")
-	if err != nil {
-		t.Fatal(err)
-	}
-	work := t.TempDir()
-	for _, args := range [][]string{{"init", "-q"}, {"commit", "-q", "--allow-empty", "-m", "cell"}, {"push", "-q", srv.AuthURL("gitops"), "HEAD:refs/heads/cells/c-04242"}} {
-		if _, err := testenv.Git(work, args...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	head, err := testenv.Git(work, "rev-parse", "HEAD")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The rest of the fleet, written straight into the server's repository.
-	var refs strings.Builder
-	for i := range 10_000 {
-		if i != 4242 {
-			fmt.Fprintf(&refs, "create refs/heads/cells/c-%05d %s\n", i, head)
-		}
-		fmt.Fprintf(&refs, "create refs/heads/status/c-%05d %s\n", i, head)
-	}
-	cmd := exec.Command("git", "update-ref", "--stdin")
-	cmd.Dir = srv.RepoDir("gitops")
-	cmd.Stdin = strings.NewReader(refs.String())
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("update-ref: %v: %s", err, out)
-	}
+	url, head := fleetRepo(t, srv, "gitops", "cells/c-04242")
 
 	auth := &githttp.BasicAuth{Username: "u", Password: "p"}
 	ctx := context.Background()

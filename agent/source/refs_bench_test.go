@@ -2,10 +2,7 @@ package source_test
 
 import (
 	"context"
-	"fmt"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -33,30 +30,7 @@ func BenchmarkListingLooseAndPackedRefs(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.Cleanup(srv.Close)
-			url, err := srv.CreateRepo("gitops")
-			if err != nil {
-				b.Fatal(err)
-			}
-			work := b.TempDir()
-			for _, args := range [][]string{{"init", "-q"}, {"commit", "-q", "--allow-empty", "-m", "cell"}, {"push", "-q", srv.AuthURL("gitops"), "HEAD:refs/heads/main"}} {
-				if _, err := testenv.Git(work, args...); err != nil {
-					b.Fatal(err)
-				}
-			}
-			head, err := testenv.Git(work, "rev-parse", "HEAD")
-			if err != nil {
-				b.Fatal(err)
-			}
-			var refs strings.Builder
-			for i := range 10_000 {
-				fmt.Fprintf(&refs, "create refs/heads/cells/c-%05d %s\ncreate refs/heads/status/c-%05d %s\n", i, head, i, head)
-			}
-			cmd := exec.Command("git", "update-ref", "--stdin")
-			cmd.Dir = srv.RepoDir("gitops")
-			cmd.Stdin = strings.NewReader(refs.String())
-			if out, err := cmd.CombinedOutput(); err != nil {
-				b.Fatalf("update-ref: %v: %s", err, out)
-			}
+			url, head := fleetRepo(b, srv, "gitops", "cells/c-04242")
 			if packed {
 				if _, err := testenv.Git(srv.RepoDir("gitops"), "pack-refs", "--all"); err != nil {
 					b.Fatal(err)
