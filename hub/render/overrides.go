@@ -21,7 +21,7 @@ import (
 func applyOverrides(objs []object, overrides []hubv1alpha1.CellOverride, cell string) ([]object, error) {
 	var res bytes.Buffer
 	for _, o := range objs {
-		b, err := yaml.Marshal(o.obj)
+		b, err := encodeYAML(o.obj)
 		if err != nil {
 			return nil, fmt.Errorf("failed to encode %s: %w", o.file, err)
 		}

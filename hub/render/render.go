@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"knative.dev/pkg/apis"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
-	"sigs.k8s.io/yaml"
 
 	agentv1alpha1 "github.com/cellsync/cellsync/api/agent/v1alpha1"
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
@@ -225,7 +224,7 @@ func Render(in Input) (*RenderedApp, error) {
 		if !isLocalPath(p) || !strings.HasPrefix(p, dir+"/") {
 			return nil, invalid(hubv1alpha1.ReasonInvalidSpec, "rendered file %q would leave the app's folder", p)
 		}
-		b, err := yaml.Marshal(o.obj)
+		b, err := encodeYAML(o.obj)
 		if err != nil {
 			return nil, fmt.Errorf("failed to encode %s: %w", p, err)
 		}
