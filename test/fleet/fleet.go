@@ -1,8 +1,9 @@
 // Package fleet runs one hub against a simulated fleet: N cells whose agents list, fetch and
 // push signed reports with the agent's own Git code (agent/source), without apiservers, against
-// one local Git server, while the real hub controllers walk one app placed on every cell
-// through its rollout. It counts what the fleet costs: bytes and requests per agent per poll
-// and per heartbeat, the Git server's CPU, the process's CPU and peak heap.
+// one local Git server, while the hub binary, as shipped and in a process of its own, walks one
+// app placed on every cell through its rollout. It counts what the fleet costs: bytes and
+// requests per agent per poll and per heartbeat, the CPU of the hub, of the agents and of the
+// Git server, and the hub's peak heap and resident memory.
 package fleet
 
 import (
