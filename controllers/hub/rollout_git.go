@@ -138,18 +138,11 @@ func (x *execution) renderAll(ctx context.Context, plain bool) error {
 	if !due {
 		return nil
 	}
-	var rendered map[string]renderedCell
-	if plain {
-		var err error
-		if rendered, err = renderCells(x.app, x.pl, &placement.Result{Cells: x.placed}); err != nil {
-			return err
-		}
-	}
 	appKey := cellbranch.AppKey{Namespace: x.app.Namespace, Name: x.app.Name}
-	placed := map[string]bool{}
+	placed := map[string]*hubv1alpha1.Cell{}
 	branches := make([]string, 0, len(x.placed))
 	for _, c := range x.placed {
-		placed[c.BranchName()] = true
+		placed[c.BranchName()] = c
 		branches = append(branches, c.BranchName())
 	}
 	u := gitstore.Update{
@@ -164,7 +157,7 @@ func (x *execution) renderAll(ctx context.Context, plain bool) error {
 	}
 	var leaving []string
 	for _, b := range last {
-		if !placed[b] {
+		if placed[b] == nil {
 			leaving = append(leaving, b)
 		}
 	}
@@ -182,11 +175,17 @@ func (x *execution) renderAll(ctx context.Context, plain bool) error {
 	}
 	sourceCommit := x.app.Annotations[hubv1alpha1.SourceCommitAnnotation]
 	u.Edit = func(branch string, files *gitstore.Tree) error {
-		if placed[branch] {
+		if cell := placed[branch]; cell != nil {
 			if !plain {
 				return nil // the rollout's steps write a canary's placed cells
 			}
-			rc := rendered[branch]
+			// Rendered branch by branch, so that a render over every cell of a large fleet
+			// holds one cell's output at a time; a cell that fails abandons the whole update,
+			// so no branch gets a partial change.
+			rc, err := renderCell(x.app, x.pl, cell)
+			if err != nil {
+				return err
+			}
 			return cellbranch.PutApp(files, rc.meta, appKey, rc.app, sourceCommit)
 		}
 		return cellbranch.RemoveApp(files, cellMetaOf(branch, cells.Items), appKey)

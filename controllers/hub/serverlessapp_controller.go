@@ -298,17 +298,26 @@ type renderedCell struct {
 func renderCells(app *hubv1alpha1.ServerlessApp, pl *hubv1alpha1.CellPlacement, res *placement.Result) (map[string]renderedCell, error) {
 	out := make(map[string]renderedCell, len(res.Cells))
 	for _, cell := range res.Cells {
-		overrides, err := placement.OverridesFor(pl, cell)
+		rc, err := renderCell(app, pl, cell)
 		if err != nil {
 			return nil, err
 		}
-		ra, err := render.Render(render.Input{App: app, Cell: cell, Overrides: overrides})
-		if err != nil {
-			return nil, err
-		}
-		out[cell.BranchName()] = renderedCell{app: ra, meta: cellbranch.CellMeta{Cell: cell.Name, Cluster: cell.Spec.Cluster}}
+		out[cell.BranchName()] = rc
 	}
 	return out, nil
+}
+
+// renderCell renders the app for one cell, with the cell's overrides.
+func renderCell(app *hubv1alpha1.ServerlessApp, pl *hubv1alpha1.CellPlacement, cell *hubv1alpha1.Cell) (renderedCell, error) {
+	overrides, err := placement.OverridesFor(pl, cell)
+	if err != nil {
+		return renderedCell{}, err
+	}
+	ra, err := render.Render(render.Input{App: app, Cell: cell, Overrides: overrides})
+	if err != nil {
+		return renderedCell{}, err
+	}
+	return renderedCell{app: ra, meta: cellbranch.CellMeta{Cell: cell.Name, Cluster: cell.Spec.Cluster}}, nil
 }
 
 func allBranches(cells []hubv1alpha1.Cell) []string {
