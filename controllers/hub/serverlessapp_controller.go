@@ -145,19 +145,20 @@ func (r *ServerlessAppReconciler) reconcile(ctx context.Context, app *hubv1alpha
 		return r.summarize(ctx, app, res, mark.desired), ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
 	}
 	// The app's Rollout writes its cell branches (rollout.Decide); the app renders every placed
-	// cell only to check it and to know the revision each cell must run.
-	rendered, err := renderCells(app, pl, res)
-	if err != nil {
-		return r.fail(err)
+	// cell only to check it and to know the revision each cell must run, keeping the revision
+	// and nothing else of each render.
+	desired := make(map[string]string, len(res.Cells))
+	for _, c := range res.Cells {
+		rc, err := renderCell(app, pl, c)
+		if err != nil {
+			return r.fail(err)
+		}
+		desired[c.Name] = rc.app.Revision
 	}
 	app.Status.Revision = render.AppRevision(app)
 	app.Status.CellCount = len(res.Cells)
 	app.Status.Cells = status.BoundedNames(res.Names())
 	app.Status.SourceCommit = app.Annotations[hubv1alpha1.SourceCommitAnnotation]
-	desired := make(map[string]string, len(res.Cells))
-	for _, c := range res.Cells {
-		desired[c.Name] = rendered[c.BranchName()].app.Revision
-	}
 	r.remember(client.ObjectKeyFromObject(app), fp, desired)
 	return r.summarize(ctx, app, res, desired), ctrl.Result{RequeueAfter: outcome.Jitter(r.Resync)}, nil
 }
@@ -291,20 +292,6 @@ func (r *ServerlessAppReconciler) ensureRollout(ctx context.Context, app *hubv1a
 type renderedCell struct {
 	app  *render.RenderedApp
 	meta cellbranch.CellMeta
-}
-
-// renderCells renders the app for every resolved cell, before anything is written: one cell
-// that fails fails them all, so no branch gets a partial change.
-func renderCells(app *hubv1alpha1.ServerlessApp, pl *hubv1alpha1.CellPlacement, res *placement.Result) (map[string]renderedCell, error) {
-	out := make(map[string]renderedCell, len(res.Cells))
-	for _, cell := range res.Cells {
-		rc, err := renderCell(app, pl, cell)
-		if err != nil {
-			return nil, err
-		}
-		out[cell.BranchName()] = rc
-	}
-	return out, nil
 }
 
 // renderCell renders the app for one cell, with the cell's overrides.
