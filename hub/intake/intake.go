@@ -247,6 +247,7 @@ func (i *Intake) Poll(ctx context.Context) {
 		log.Info("Failed to list the status repositories; retrying at the next poll", "error", err.Error())
 		return
 	}
+	defer observe(start, len(sources))
 	// The repositories are listed, and what moved fetched, a few at a time; what was read is
 	// then taken in order, so that a poll judges as one reader would.
 	reads := make([]moved, len(sources))
@@ -274,7 +275,6 @@ func (i *Intake) Poll(ctx context.Context) {
 			// The hub's own repository: staleness stays as the last complete poll judged it,
 			// the hub cannot tell.
 			log.Info("Failed to read status reports; retrying at the next poll", "error", err.Error())
-			observe(start, len(sources))
 			return
 		}
 		if src.url != "" {
@@ -292,7 +292,6 @@ func (i *Intake) Poll(ctx context.Context) {
 			i.wakeApps(e.Report)
 		}
 	})
-	observe(start, len(sources))
 }
 
 // moved is what one repository's listing found moved: the files read, and the keys each

@@ -238,6 +238,8 @@ func TestPollListsEveryStatusRepositoryOnce(t *testing.T) {
 		}})
 	}
 	in.Now = func() time.Time { return t0.Add(time.Minute) }
+	intake.LastPollDuration.Set(0) // other tests' polls set it too
+	intake.PollRepositories.Set(0)
 	before := env.srv.Requests()
 	in.Poll(ctx)
 	if after := env.srv.Requests(); after.RefListings-before.RefListings != 13 || after.Fetches-before.Fetches != 12 {

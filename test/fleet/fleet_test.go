@@ -70,6 +70,9 @@ func TestFleetOf1200Cells(t *testing.T) {
 	hubHeap := f.PeakHubHeap()
 	t.Logf("peak heap: the hub's %s (resident %s), the simulated agents' process %s", MiB(hubHeap), MiB(f.HubPeakRSS()), MiB(f.PeakHeap()))
 	t.Logf("slowest intake poll: %s over %d status repositories and the hub's own; the Git server packed refs %d times", f.SlowestIntakePoll().Round(time.Millisecond), len(f.shards), f.Git.RefPacks())
+	if f.Git.RefPacks() == 0 {
+		t.Errorf("the Git server never packed the fleet repository's refs; a step's write of 1,200 branches leaves them loose")
+	}
 	if hubHeap == 0 || f.SlowestIntakePoll() == 0 {
 		t.Errorf("the hub's metrics were never read: heap %d bytes, slowest intake poll %s", hubHeap, f.SlowestIntakePoll())
 	}

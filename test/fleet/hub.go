@@ -3,7 +3,6 @@ package fleet
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -29,18 +28,15 @@ type hubProcess struct {
 
 // startHub runs the hub binary against the envtest apiserver with the fleet's flags.
 func startHub(cfg *rest.Config, dir, repoURL string, o Options) (*hubProcess, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	metricsPort, err := testenv.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	addr := l.Addr().String()
-	_ = l.Close()
-	l, err = net.Listen("tcp", "127.0.0.1:0")
+	pprofPort, err := testenv.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	pprofAddr := l.Addr().String()
-	_ = l.Close()
+	addr, pprofAddr := fmt.Sprintf("127.0.0.1:%d", metricsPort), fmt.Sprintf("127.0.0.1:%d", pprofPort)
 	p, err := testenv.StartAsServiceAccount(cfg, "config/rbac", hubNS, "cellsync-hub", "./hub/cmd/hub", filepath.Join(dir, "hub.log"),
 		"--namespace="+hubNS, "--git-url="+repoURL, "--git-secret=git", "--workers=4",
 		"--status-interval="+o.StatusInterval.String(), "--stale-after="+o.StaleAfter.String(),
