@@ -22,6 +22,12 @@ import (
 // returns the repository's URL and the commit.
 func fleetRepo(tb testing.TB, srv *testenv.GitServer, name, branch string) (url, head string) {
 	tb.Helper()
+	return repoWithCells(tb, srv, name, branch, 10_000)
+}
+
+// repoWithCells is fleetRepo with n cells.
+func repoWithCells(tb testing.TB, srv *testenv.GitServer, name, branch string, n int) (url, head string) {
+	tb.Helper()
 	url, err := srv.CreateRepo(name)
 	if err != nil {
 		tb.Fatal(err)
@@ -36,7 +42,7 @@ func fleetRepo(tb testing.TB, srv *testenv.GitServer, name, branch string) (url,
 		tb.Fatal(err)
 	}
 	var refs strings.Builder
-	for i := range 10_000 {
+	for i := range n {
 		if cell := fmt.Sprintf("cells/c-%05d", i); cell != branch {
 			fmt.Fprintf(&refs, "create refs/heads/%s %s\n", cell, head)
 		}
@@ -49,6 +55,61 @@ func fleetRepo(tb testing.TB, srv *testenv.GitServer, name, branch string) (url,
 		tb.Fatalf("update-ref: %v: %s", err, out)
 	}
 	return url, head
+}
+
+// Once the server has answered with v2, an idle poll is one request (the ls-refs command,
+// without the capability advertisement before it), and the same repository keeps working when
+// the server stops speaking v2 (the failed request is followed by a discovery in the same poll)
+// and when it speaks v2 again; a wrong password is still an error that says so.
+func TestIdlePollIsOneRequestOnV2(t *testing.T) {
+	srv, err := testenv.StartGitServer("u", "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	url, head := repoWithCells(t, srv, "gitops", "cells/c-00007", 10)
+	repo, err := source.Open(filepath.Join(t.TempDir(), "mirror"), url, "cells/c-00007")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	auth := &githttp.BasicAuth{Username: "u", Password: "p"}
+	poll := func(want gitrefs.Protocol) (requests, listings int) {
+		t.Helper()
+		before := srv.Requests()
+		got, err := repo.Head(ctx, auth)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != head || repo.Protocol() != want {
+			t.Fatalf("head %q over %v, want %s over %v", got, repo.Protocol(), head, want)
+		}
+		after := srv.Requests()
+		return after.HTTP - before.HTTP, after.RefListings - before.RefListings
+	}
+	if req, _ := poll(gitrefs.V2); req != 2 {
+		t.Errorf("the first poll made %d requests; want 2 (capabilities, then ls-refs)", req)
+	}
+	for i := range 3 {
+		if req, lst := poll(gitrefs.V2); req != 1 || lst != 1 {
+			t.Errorf("idle poll %d made %d requests (%d listings); want 1 (ls-refs alone)", i+2, req, lst)
+		}
+	}
+	srv.SetProtocolV0(true)
+	if req, _ := poll(gitrefs.V0); req != 2 {
+		t.Errorf("the poll that found the server without v2 made %d requests; want 2 (the refused ls-refs, the full advertisement)", req)
+	}
+	if req, _ := poll(gitrefs.V0); req != 1 {
+		t.Errorf("a poll of a server without v2 made %d requests; want 1 (the full advertisement)", req)
+	}
+	srv.SetProtocolV0(false)
+	poll(gitrefs.V2)
+	if req, _ := poll(gitrefs.V2); req != 1 {
+		t.Errorf("once v2 was back, an idle poll made %d requests; want 1", req)
+	}
+	if _, err := repo.Head(ctx, &githttp.BasicAuth{Username: "u", Password: "wrong"}); err == nil || !strings.Contains(err.Error(), "auth") {
+		t.Errorf("a wrong password gave %v; want an authentication error", err)
+	}
 }
 
 // An idle poll costs the same at any fleet size: with 10,000 cell branches and 10,000 status

@@ -107,10 +107,22 @@ func Open(dir, url, branch string) (*Repo, error) {
 // Head lists the branch on the remote and returns its head ("" when the branch does not exist
 // yet). Over HTTP(S) it asks for that one ref with Git protocol v2's ls-refs, so the listing
 // costs the same whatever the number of cells; a server without v2, and SSH, get the full
-// advertisement. Protocol says which the last listing used.
+// advertisement. Protocol says which the last listing used. Once the server has answered with
+// v2, a listing is the ls-refs request alone; when that fails, Head discovers the protocol again
+// (so a server that stops speaking v2 gets the full advertisement from the same poll).
 func (r *Repo) Head(ctx context.Context, auth transport.AuthMethod) (string, error) {
 	want := plumbing.NewBranchReferenceName(r.branch)
 	if gitrefs.Supported(r.url) {
+		if r.protocol == gitrefs.V2 {
+			// The server spoke v2 last time: one request. If that fails, discover again.
+			refs, err := gitrefs.LsRefs(ctx, r.url, auth, want.String())
+			if err == nil {
+				return refs[want.String()], nil
+			}
+			if ctx.Err() != nil {
+				return "", ctx.Err()
+			}
+		}
 		refs, proto, err := gitrefs.List(ctx, r.url, auth, want.String())
 		if err != nil {
 			if errors.Is(err, transport.ErrEmptyRemoteRepository) {

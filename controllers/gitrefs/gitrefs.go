@@ -95,6 +95,15 @@ func List(ctx context.Context, url string, auth transport.AuthMethod, prefixes .
 	return refs, V2, err
 }
 
+// LsRefs is List for a server that answered the last listing with v2: the ls-refs command
+// alone, without the capability advertisement a discovery starts with. Smart HTTP is
+// stateless, so a v2 command needs no request before it, and a poll of a server known to speak
+// v2 is one request instead of two. Any error (the server no longer speaks v2, a proxy in
+// between changed, or it failed) is the caller's cue to run List, which discovers afresh.
+func LsRefs(ctx context.Context, url string, auth transport.AuthMethod, prefixes ...string) (map[string]string, error) {
+	return lsRefsRequest(ctx, strings.TrimSuffix(url, "/"), auth, prefixes)
+}
+
 // command sends one Git protocol v2 command: its capability lines, a delim-pkt, its argument
 // lines, a flush-pkt.
 func command(ctx context.Context, base string, auth transport.AuthMethod, caps, args []string) (*http.Response, error) {
@@ -194,9 +203,15 @@ func do(ctx context.Context, method, url string, auth transport.AuthMethod, body
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Git-Protocol", "version=2")
 	req.Header.Set("User-Agent", "git/cellsync")
-	if contentType != "" {
+	switch contentType {
+	case receivePackRequest: // receive-pack has no protocol v2
+		req.Header.Set("Content-Type", contentType)
+		req.Header.Set("Accept", "application/x-git-receive-pack-result")
+	case "":
+		req.Header.Set("Git-Protocol", "version=2")
+	default:
+		req.Header.Set("Git-Protocol", "version=2")
 		req.Header.Set("Content-Type", contentType)
 		req.Header.Set("Accept", "application/x-git-upload-pack-result")
 	}

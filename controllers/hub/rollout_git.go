@@ -10,7 +10,6 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	"github.com/cellsync/cellsync/hub/cellbranch"
@@ -244,8 +243,8 @@ func (x *execution) holdings(ctx context.Context) (map[string]rollout.Holding, e
 	out := map[string]rollout.Holding{}
 	wanting := map[string][]string{} // rendered file → the branches that hold it
 	for branch, f := range metas {
-		m := &cellbranch.AppMeta{}
-		if err := yaml.Unmarshal(f.Content, m); err != nil {
+		m, err := cellbranch.ParseAppMeta(f.Content)
+		if err != nil {
 			return nil, fmt.Errorf("cannot read %s in branch %s: %w", cellbranch.AppMetaPath(key), branch, err)
 		}
 		out[placed[branch].Name] = rollout.Holding{Revision: m.Revision}

@@ -73,29 +73,23 @@ func ReadAppMeta(files Files, k AppKey) (*AppMeta, error) {
 	if !files.Has(p) {
 		return nil, nil
 	}
-	b, err := files.Read(p)
-	if err != nil {
-		return nil, err
-	}
-	m := &AppMeta{}
-	if err := yaml.Unmarshal(b, m); err != nil {
-		return nil, fmt.Errorf("failed to read %s: %w", p, err)
-	}
-	return m, nil
+	return readAppMetaAt(files, p)
 }
 
 // PutApp writes an app's rendered files into the branch, replacing whatever it had there. What
 // it records is derived from Git and the app's spec only (no hub object's generation or UID),
 // so a hub rebuilt on an empty etcd renders the very same trees.
 func PutApp(files Files, cell CellMeta, k AppKey, r *render.RenderedApp, sourceCommit string) error {
-	if owner, err := folderOwner(files, r.Dir, k); err != nil {
+	mine, err := ReadAppMeta(files, k)
+	if err != nil {
+		return err
+	}
+	if owner, err := folderOwner(files, r.Dir, k, mine); err != nil {
 		return err
 	} else if owner != "" {
 		return &ConflictError{Message: fmt.Sprintf("cell %q already runs app %s in folder %s; app %s cannot use it too", cell.Cell, owner, r.Dir, k)}
 	}
-	if err := removeAppFiles(files, k); err != nil {
-		return err
-	}
+	removeAppFiles(files, k, mine)
 	for p, b := range r.Files {
 		files.Write(p, b)
 	}
@@ -103,7 +97,7 @@ func PutApp(files Files, cell CellMeta, k AppKey, r *render.RenderedApp, sourceC
 		App: k.Name, Namespace: k.Namespace, TargetNamespace: r.TargetNamespace,
 		Revision: r.Revision, SourceCommit: sourceCommit, Files: r.Paths(),
 	}
-	b, err := yaml.Marshal(meta)
+	b, err := encodeAppMeta(&meta)
 	if err != nil {
 		return err
 	}
@@ -113,30 +107,29 @@ func PutApp(files Files, cell CellMeta, k AppKey, r *render.RenderedApp, sourceC
 
 // RemoveApp deletes an app's files from the branch; a branch without the app is left as it is.
 func RemoveApp(files Files, cell CellMeta, k AppKey) error {
-	if !files.Has(AppMetaPath(k)) {
-		return nil
-	}
-	if err := removeAppFiles(files, k); err != nil {
+	mine, err := ReadAppMeta(files, k)
+	if err != nil || mine == nil {
 		return err
 	}
+	removeAppFiles(files, k, mine)
 	return reindex(files, cell)
 }
 
-func removeAppFiles(files Files, k AppKey) error {
-	meta, err := ReadAppMeta(files, k)
-	if err != nil || meta == nil {
-		return err
+// removeAppFiles deletes the files of the app's record mine (nil when the branch has none).
+func removeAppFiles(files Files, k AppKey, mine *AppMeta) {
+	if mine == nil {
+		return
 	}
-	for _, p := range meta.Files {
+	for _, p := range mine.Files {
 		files.Delete(p)
 	}
 	files.Delete(AppMetaPath(k))
 	RemoveAnalysis(files, k)
-	return nil
 }
 
-// folderOwner names another app that already renders into dir, if any.
-func folderOwner(files Files, dir string, self AppKey) (string, error) {
+// folderOwner names another app that already renders into dir, if any; mine is the app's own
+// record in the branch (nil when it has none).
+func folderOwner(files Files, dir string, self AppKey, mine *AppMeta) (string, error) {
 	prefix := dir + "/"
 	taken := false
 	for _, p := range files.List() {
@@ -150,9 +143,7 @@ func folderOwner(files Files, dir string, self AppKey) (string, error) {
 	}
 	// Folders are exclusive (this check keeps them so): when the app's own record lists files in
 	// the folder, nobody else owns it, and the other apps' records need not be read.
-	if mine, err := ReadAppMeta(files, self); err != nil {
-		return "", err
-	} else if mine != nil {
+	if mine != nil {
 		for _, f := range mine.Files {
 			if strings.HasPrefix(f, prefix) {
 				return "", nil
@@ -163,13 +154,9 @@ func folderOwner(files Files, dir string, self AppKey) (string, error) {
 		if !strings.HasPrefix(p, appMetaDir+"/") {
 			continue
 		}
-		b, err := files.Read(p)
+		m, err := readAppMetaAt(files, p)
 		if err != nil {
 			return "", err
-		}
-		m := &AppMeta{}
-		if err := yaml.Unmarshal(b, m); err != nil {
-			return "", fmt.Errorf("failed to read %s: %w", p, err)
 		}
 		other := AppKey{Namespace: m.Namespace, Name: m.App}
 		if other == self {
@@ -196,7 +183,7 @@ func reindex(files Files, cell CellMeta) error {
 	sort.Strings(resources)
 	files.Write(KustomizationFile, Kustomization(resources))
 	cell.RendererVersion = render.Version
-	b, err := yaml.Marshal(cell)
+	b, err := encodeCellMeta(cell)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package gitstore
 
 import (
+	"bufio"
 	"bytes"
 	"compress/zlib"
 	"crypto/sha1" //nolint:gosec // Git's pack trailer is SHA-1 by definition.
@@ -100,13 +101,12 @@ func (o *objects) size() (all, unpushed int) {
 	return len(o.m.Objects), len(o.unpushed)
 }
 
-// pack writes a version 2 packfile of every unpushed object, undeltified (the objects are small
-// YAML files and trees, and a fast zlib level keeps the cost per object low), and returns the
-// hashes it holds: once the push lands, pushed drops them.
-func (o *objects) pack() ([]byte, []plumbing.Hash, error) {
-	// The objects are taken under the lock and compressed after it: a stored object never
-	// changes.
+// unpushedObjects takes every unpushed object, in hash order, for a pack: once the push lands,
+// pushed drops their hashes. A stored object never changes, so the pack is written after the
+// lock is released.
+func (o *objects) unpushedObjects() ([]plumbing.Hash, []plumbing.EncodedObject, error) {
 	o.mu.RLock()
+	defer o.mu.RUnlock()
 	hashes := make([]plumbing.Hash, 0, len(o.unpushed))
 	for h := range o.unpushed {
 		hashes = append(hashes, h)
@@ -116,39 +116,48 @@ func (o *objects) pack() ([]byte, []plumbing.Hash, error) {
 	for i, h := range hashes {
 		obj, err := o.m.EncodedObject(plumbing.AnyObject, h)
 		if err != nil {
-			o.mu.RUnlock()
 			return nil, nil, fmt.Errorf("failed to read object %s for the push: %w", h, err)
 		}
 		objs[i] = obj
 	}
-	o.mu.RUnlock()
-	var buf bytes.Buffer
+	return hashes, objs, nil
+}
+
+// writePack writes a version 2 packfile of objs to w, undeltified (the objects are small YAML
+// files and trees, and a fast zlib level keeps the cost per object low). It streams: what it
+// holds at a time is one object's compression, whatever the size of the pack.
+func writePack(w io.Writer, objs []plumbing.EncodedObject) error {
 	sum := sha1.New() //nolint:gosec // see import
-	w := io.MultiWriter(&buf, sum)
+	bw := bufio.NewWriterSize(io.MultiWriter(w, sum), 64<<10)
 	var hdr [12]byte
 	copy(hdr[:4], "PACK")
 	binary.BigEndian.PutUint32(hdr[4:8], 2)
-	binary.BigEndian.PutUint32(hdr[8:12], uint32(len(hashes)))
-	_, _ = w.Write(hdr[:])
+	binary.BigEndian.PutUint32(hdr[8:12], uint32(len(objs)))
+	_, _ = bw.Write(hdr[:])
 	zw, _ := zlib.NewWriterLevel(nil, zlib.BestSpeed)
 	for _, obj := range objs {
-		_, _ = w.Write(objectHeader(obj.Type(), obj.Size()))
+		if _, err := bw.Write(objectHeader(obj.Type(), obj.Size())); err != nil {
+			return err
+		}
 		r, err := obj.Reader()
 		if err != nil {
-			return nil, nil, err
+			return err
 		}
-		zw.Reset(w)
+		zw.Reset(bw)
 		_, err = io.Copy(zw, r)
 		_ = r.Close()
 		if err != nil {
-			return nil, nil, err
+			return err
 		}
 		if err := zw.Close(); err != nil {
-			return nil, nil, err
+			return err
 		}
 	}
-	buf.Write(sum.Sum(nil))
-	return buf.Bytes(), hashes, nil
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	_, err := w.Write(sum.Sum(nil))
+	return err
 }
 
 // pushed drops objects the server now has from the unpushed set.

@@ -1,7 +1,6 @@
 package gitstore
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport/client"
 
 	"github.com/cellsync/cellsync/controllers/gitauth"
+	"github.com/cellsync/cellsync/controllers/gitrefs"
 )
 
 // errStale says the server's branch heads moved since we read them.
@@ -22,9 +22,11 @@ func (e errStale) Error() string {
 	return fmt.Sprintf("non-fast-forward update: %s moved on the server (stale info)", e.ref)
 }
 
-// push updates the refs in one receive-pack session with the given pack: atomic when the server
+// push updates the refs in one receive-pack session with a pack of objs: atomic when the server
 // supports it, and only if every ref is still where the commands expect it. It takes no lock.
-func (s *Store) push(ctx context.Context, auth transport.AuthMethod, cmds []*packp.Command, pack []byte) error {
+// The pack is written as it is sent, never held whole: over HTTP(S) the request streams
+// (gitrefs.ReceivePack), and go-git's other transports stream it already.
+func (s *Store) push(ctx context.Context, auth transport.AuthMethod, cmds []*packp.Command, objs []plumbing.EncodedObject) error {
 	ep, err := transport.NewEndpoint(s.opts.URL)
 	if err != nil {
 		return &ConfigError{Err: fmt.Errorf("invalid git URL %q: %w", gitauth.RedactURL(s.opts.URL), err)}
@@ -60,8 +62,16 @@ func (s *Store) push(ctx context.Context, auth transport.AuthMethod, cmds []*pac
 		_ = req.Capabilities.Set(capability.Atomic)
 	}
 	req.Commands = cmds
-	req.Packfile = io.NopCloser(bytes.NewReader(pack))
-	report, err := sess.ReceivePack(ctx, req)
+	pack, w := io.Pipe()
+	go func() { _ = w.CloseWithError(writePack(w, objs)) }()
+	defer func() { _ = pack.Close() }() // ends the writer when the push ends before the pack
+	req.Packfile = pack
+	var report *packp.ReportStatus
+	if gitrefs.Supported(s.opts.URL) {
+		report, err = gitrefs.ReceivePack(ctx, s.opts.URL, auth, req)
+	} else {
+		report, err = sess.ReceivePack(ctx, req)
+	}
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
@@ -67,6 +68,9 @@ type Store struct {
 	objects *objects
 	// refused are the refs whose head was refused for its size: that head is not fetched again.
 	refused map[string]refusal
+	// v2 is set while the server answers listings with Git protocol v2: a listing is then its
+	// ls-refs request alone.
+	v2 atomic.Bool
 }
 
 type flatTree struct {
@@ -310,7 +314,7 @@ func (s *Store) applyOnce(ctx context.Context, u Update, auth transport.AuthMeth
 		return res, nil, nil
 	}
 	res.Attempts = attempt
-	pack, hashes, err := objs.pack()
+	hashes, pack, err := objs.unpushedObjects()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -584,15 +588,32 @@ func (s *Store) list(ctx context.Context, auth transport.AuthMethod, prefix stri
 		refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: auth})
 		return refs, gitrefs.V0, err
 	}
-	heads, proto, err := gitrefs.List(ctx, s.opts.URL, auth, plumbing.NewBranchReferenceName(prefix).String())
+	want := plumbing.NewBranchReferenceName(prefix).String()
+	if s.v2.Load() {
+		heads, err := gitrefs.LsRefs(ctx, s.opts.URL, auth, want)
+		if err == nil {
+			return references(heads), gitrefs.V2, nil
+		}
+		if ctx.Err() != nil {
+			return nil, gitrefs.V2, ctx.Err()
+		}
+		// The server no longer answers the ls-refs request alone: discover its protocol.
+	}
+	heads, proto, err := gitrefs.List(ctx, s.opts.URL, auth, want)
 	if err != nil {
 		return nil, proto, err
 	}
+	s.v2.Store(proto == gitrefs.V2)
+	return references(heads), proto, nil
+}
+
+// references turns a listing (name → hash) into go-git's references.
+func references(heads map[string]string) []*plumbing.Reference {
 	refs := make([]*plumbing.Reference, 0, len(heads))
 	for name, hash := range heads {
 		refs = append(refs, plumbing.NewHashReference(plumbing.ReferenceName(name), plumbing.NewHash(hash)))
 	}
-	return refs, proto, nil
+	return refs
 }
 
 // Heads lists the remote's branches and their heads, fetching what is new.

@@ -320,6 +320,7 @@ func TestReadFilesFetchesOnlyMovedRefs(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	unchanged := srv.Requests()
 	g.Expect(unchanged.RefListings-before.RefListings).To(Equal(1), "one ref listing per read")
+	g.Expect(unchanged.HTTP-before.HTTP).To(Equal(1), "the server spoke v2 before: the listing is the ls-refs request alone")
 	g.Expect(unchanged.Fetches-before.Fetches).To(BeZero(), "nothing moved, nothing fetched")
 
 	report("status/b", "b2")

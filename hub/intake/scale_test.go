@@ -261,8 +261,9 @@ func TestPollListsEveryStatusRepositoryOnce(t *testing.T) {
 	// Nothing moved: the next poll lists each repository once more and fetches nothing.
 	r0 := env.srv.Requests()
 	in.Poll(ctx)
-	if r1 := env.srv.Requests(); r1.RefListings-r0.RefListings != 13 || r1.Fetches != r0.Fetches {
-		t.Errorf("an idle poll made %d listings and %d fetches; want 13 and 0", r1.RefListings-r0.RefListings, r1.Fetches-r0.Fetches)
+	if r1 := env.srv.Requests(); r1.RefListings-r0.RefListings != 13 || r1.Fetches != r0.Fetches || r1.HTTP-r0.HTTP != 13 {
+		t.Errorf("an idle poll made %d listings and %d fetches in %d requests; want 13 and 0 in 13 (each repository spoke v2 before: "+
+			"its listing is the ls-refs request alone)", r1.RefListings-r0.RefListings, r1.Fetches-r0.Fetches, r1.HTTP-r0.HTTP)
 	}
 	// A server without protocol v2: the full advertisement, and go-git's fetch, read the
 	// report that moved just the same.

@@ -257,8 +257,9 @@ func (f *Fleet) WaitCompleted(tb testing.TB, image string, timeout time.Duration
 }
 
 // Idle lets every agent poll and heartbeat with nothing changing for d, and returns what one
-// idle poll and one heartbeat cost the Git server, per agent.
-func (f *Fleet) Idle(d time.Duration) (pollBytes, pollRequests, reportBytes float64, polls, beats int64) {
+// idle poll and one heartbeat cost the Git server, per agent: bytes, ref listings and HTTP
+// requests per idle poll, bytes per heartbeat.
+func (f *Fleet) Idle(d time.Duration) (pollBytes, pollListings, pollRequests, reportBytes float64, polls, beats int64) {
 	before, p0, b0, i0 := f.Git.Requests(), f.polls.Load(), f.beats.Load(), f.idlePolls.Load()
 	time.Sleep(d)
 	after, p1, b1, i1 := f.Git.Requests(), f.polls.Load(), f.beats.Load(), f.idlePolls.Load()
@@ -266,12 +267,13 @@ func (f *Fleet) Idle(d time.Duration) (pollBytes, pollRequests, reportBytes floa
 	fetchSide := float64((after.BytesIn+after.BytesOut)-(before.BytesIn+before.BytesOut)) - float64(after.PushBytes-before.PushBytes)
 	if idle := i1 - i0; idle > 0 {
 		pollBytes = fetchSide / float64(idle)
-		pollRequests = float64(after.RefListings-before.RefListings) / float64(idle)
+		pollListings = float64(after.RefListings-before.RefListings) / float64(idle)
+		pollRequests = float64((after.HTTP-after.PushRequests)-(before.HTTP-before.PushRequests)) / float64(idle)
 	}
 	if beats > 0 {
 		reportBytes = float64(after.PushBytes-before.PushBytes) / float64(beats)
 	}
-	return pollBytes, pollRequests, reportBytes, polls, beats
+	return pollBytes, pollListings, pollRequests, reportBytes, polls, beats
 }
 
 // Stop stops the agents and the hub.

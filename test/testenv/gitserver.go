@@ -151,6 +151,8 @@ type Requests struct {
 	Fetches int
 	// Pushes are receive-pack requests that send objects.
 	Pushes int
+	// PushRequests are every request of a push: receive-pack's advertisement and the push.
+	PushRequests int
 	// BytesOut and BytesIn are the bytes of every response and request body.
 	BytesOut, BytesIn int64
 	// PushBytes are the bytes, both ways, of pushes (receive-pack's advertisement and the
@@ -175,6 +177,9 @@ func (g *GitServer) count(r *http.Request) {
 		g.log = append(g.log, r.Method+" "+r.URL.RequestURI())
 	}
 	g.counts.HTTP++
+	if strings.HasSuffix(r.URL.Path, "/git-receive-pack") || r.URL.Query().Get("service") == "git-receive-pack" {
+		g.counts.PushRequests++
+	}
 	switch {
 	case r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/info/refs") && r.URL.Query().Get("service") == "git-upload-pack":
 		if !v2 { // a v2 client asks for capabilities here, and lists with ls-refs
@@ -281,6 +286,12 @@ func (g *GitServer) auth(next http.Handler) http.Handler {
 		if v0 {
 			r.Header.Del("Git-Protocol")
 		}
+		spooled, err := unchunk(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		defer func() { _ = spooled.Close() }()
 		g.count(r)
 		if f := g.takeFault(r); f != nil && f.how == HoldPush {
 			close(f.fired)
@@ -310,6 +321,32 @@ func (g *GitServer) auth(next http.Handler) http.Handler {
 			g.housekeep(filepath.Join(g.Root, filepath.FromSlash(strings.TrimSuffix(r.URL.Path, "/git-receive-pack"))))
 		}
 	})
+}
+
+// unchunk reads a request body sent without a length (chunked, as git sends a push larger than
+// its http.postBuffer) into a temporary file and gives the request that length: Go's CGI host
+// refuses chunked bodies, where the servers in front of git http-backend in production (nginx,
+// Apache) buffer them and pass CONTENT_LENGTH, as this does. The caller closes what it returns.
+func unchunk(r *http.Request) (io.Closer, error) {
+	if r.ContentLength >= 0 || r.Body == nil || r.Body == http.NoBody {
+		return io.NopCloser(nil), nil
+	}
+	f, err := os.CreateTemp("", "cellsync-git-body-")
+	if err != nil {
+		return nil, err
+	}
+	_ = os.Remove(f.Name()) // gone once closed
+	n, err := io.Copy(f, r.Body)
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("reading the request body: %w", err)
+	}
+	_ = r.Body.Close()
+	r.Body, r.ContentLength, r.TransferEncoding = f, n, nil
+	return f, nil
 }
 
 // looseRefsLimit is how many loose refs a repository keeps before housekeeping packs them.
