@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -239,7 +240,8 @@ func (r *ServerlessAppReconciler) fail(err error) (outcome.Outcome, ctrl.Result,
 	return status.Fail(err, r.Resync)
 }
 
-// finalize removes the app from every cell branch, then lets the object go.
+// finalize removes the app from every cell branch (and empties its Rollout's cell table), then
+// lets the object go.
 func (r *ServerlessAppReconciler) finalize(ctx context.Context, app *hubv1alpha1.ServerlessApp) (outcome.Outcome, ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(app, hubv1alpha1.Finalizer) {
 		return outcome.Outcome{Kind: outcome.Waiting, Reason: hubv1alpha1.ReasonDeleting, Message: "Deleting"}, ctrl.Result{}, nil
@@ -249,11 +251,20 @@ func (r *ServerlessAppReconciler) finalize(ctx context.Context, app *hubv1alpha1
 		return outcome.Outcome{Kind: outcome.Retrying, Reason: hubv1alpha1.ReasonDeleting, Message: err.Error()}, ctrl.Result{}, err
 	}
 	key := cellbranch.AppKey{Namespace: app.Namespace, Name: app.Name}
+	// The Rollout (named after the app) may have kept a cell table in Git, mid-canary over more
+	// cells than its status lists: emptied in the same push.
+	table := tableBranch(app.Namespace, app.Name)
 	_, err := r.Store.Apply(ctx, gitstore.Update{
 		Message:  fmt.Sprintf("Remove %s from every cell", key),
-		Branches: allBranches(cells.Items),
+		Branches: append(allBranches(cells.Items), table),
 		Prefixes: []string{hubv1alpha1.CellBranchPrefix},
 		Edit: func(branch string, files *gitstore.Tree) error {
+			if branch == table {
+				for _, p := range slices.Clone(files.List()) {
+					files.Delete(p)
+				}
+				return nil
+			}
 			return cellbranch.RemoveApp(files, cellMetaOf(branch, cells.Items), key)
 		},
 	})

@@ -149,12 +149,19 @@ func TestAppIsRenderedIntoItsCellBranches(t *testing.T) {
 	g.Expect(fileExists(t, "cells/r-test", "apps/hello/service.yaml")).To(BeFalse())
 	g.Expect(fileExists(t, "cells/r-test", ".cellsync/apps/render.hello.yaml")).To(BeFalse())
 
-	// Deleting the app removes it from its cells and lets it go.
+	// Deleting the app removes it from its cells and lets it go. A cell table its Rollout kept in
+	// Git (mid-canary over more than 1,000 cells) is emptied in the same push; another app's
+	// table is left alone.
+	plantCommit(t, "rollouts/render/hello", map[string]string{"cells/00.jsonl": `{"cell":"r-prod","canary":true}` + "\n"})
+	otherTable := plantCommit(t, "rollouts/render/other", map[string]string{"cells/00.jsonl": `{"cell":"r-us","canary":true}` + "\n"})
 	g.Expect(k8s.Delete(ctx, app)).To(Succeed())
 	g.Eventually(func() bool {
 		return fileExists(t, "cells/r-prod", "apps/hello/service.yaml")
 	}, timeout, poll).Should(BeFalse())
 	g.Expect(build(t, "cells/r-us")).To(HaveKey("Service/other"))
+	const emptyTree = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+	g.Expect(tree(t, "rollouts/render/hello")).To(Equal(emptyTree), "the deleted app's cell table is emptied")
+	g.Expect(gitServer.RevParse(repoName, "rollouts/render/other")).To(Equal(otherTable))
 }
 
 // Bad input: a clear Stalled condition and event, and no commit anywhere.

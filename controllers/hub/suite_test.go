@@ -3,8 +3,10 @@ package hub_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -46,8 +48,26 @@ var (
 const staleAfter = 15 * time.Second
 
 func TestMain(m *testing.M) {
+	// client-go's cache mutation detector fails the suite when a controller changes an object in
+	// the informers' cache (the controllers read listed Cells without copies). It is switched on
+	// by the environment when the process starts, so the suite starts itself again with it.
+	if os.Getenv(mutationDetector) == "" {
+		cmd := exec.Command(os.Args[0], os.Args[1:]...)
+		cmd.Env = append(os.Environ(), mutationDetector+"=true")
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		var exit *exec.ExitError
+		if err := cmd.Run(); errors.As(err, &exit) {
+			os.Exit(exit.ExitCode())
+		} else if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	os.Exit(run(m))
 }
+
+const mutationDetector = "KUBE_CACHE_MUTATION_DETECTOR"
 
 func run(m *testing.M) int {
 	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.Level(zapcore.Level(zapLevel()))))
