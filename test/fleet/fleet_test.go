@@ -73,6 +73,11 @@ func TestFleetOf1200Cells(t *testing.T) {
 	if f.Git.RefPacks() == 0 {
 		t.Errorf("the Git server never packed the fleet repository's refs; a step's write of 1,200 branches leaves them loose")
 	}
+	// About 80-90 MiB here; a regression that holds the fleet more than once (a copy of every
+	// Cell per reconcile, a pack held whole) shows long before twice that.
+	if hubHeap > 192<<20 {
+		t.Errorf("the hub's heap peaked at %s with %d cells; want under 192 MiB", MiB(hubHeap), cells)
+	}
 	if hubHeap == 0 || f.SlowestIntakePoll() == 0 {
 		t.Errorf("the hub's metrics were never read: heap %d bytes, slowest intake poll %s", hubHeap, f.SlowestIntakePoll())
 	}
