@@ -100,8 +100,13 @@ var appMetas = struct {
 	m map[string]*AppMeta
 }{m: map[string]*AppMeta{}}
 
-// appMetasMax bounds appMetas: a few apps' records at a few revisions each.
-const appMetasMax = 256
+// appMetasMax bounds appMetas: a few apps' records at a few revisions each. Only records of up
+// to appMetaRemembered bytes are remembered (the hub writes a few hundred; a larger one, which
+// someone else pushed, is parsed every time), so the memory stays under 4 MiB.
+const (
+	appMetasMax       = 256
+	appMetaRemembered = 16 << 10
+)
 
 // ParseAppMeta reads an app's record. The result is the caller's own.
 func ParseAppMeta(b []byte) (*AppMeta, error) {
@@ -112,6 +117,9 @@ func ParseAppMeta(b []byte) (*AppMeta, error) {
 		m = &AppMeta{}
 		if err := yaml.Unmarshal(b, m); err != nil {
 			return nil, err
+		}
+		if len(b) > appMetaRemembered {
+			return m, nil
 		}
 		appMetas.Lock()
 		if len(appMetas.m) >= appMetasMax {

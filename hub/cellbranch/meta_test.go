@@ -1,6 +1,7 @@
 package cellbranch
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -109,5 +110,35 @@ func TestBrokenAppMetaIsAnError(t *testing.T) {
 	// Nor can a broken record stop PutApp from reporting it.
 	if err := PutApp(f, CellMeta{Cell: "eu-1"}, AppKey{Namespace: "team", Name: "web"}, rendered("team/web", "service.yaml"), ""); err == nil {
 		t.Fatal("PutApp wrote over a record it could not read")
+	}
+}
+
+// Records are remembered only up to 16 KiB each, 256 of them: a branch someone filled with large
+// records costs the hub no more than 4 MiB of them, and each is still read right.
+func TestRememberedAppMetasStayBounded(t *testing.T) {
+	for i := range appMetasMax + 10 {
+		files := []string{fmt.Sprintf("a/%d.yaml", i), strings.Repeat("x", 20<<10)}
+		b, err := encodeAppMeta(&AppMeta{App: "web", Namespace: "team", TargetNamespace: "team", Revision: fmt.Sprintf("web-%d", i), Files: files})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := ParseAppMeta(b)
+		if err != nil || m.Revision != fmt.Sprintf("web-%d", i) || len(m.Files) != 2 {
+			t.Fatalf("record %d read as %+v (%v)", i, m, err)
+		}
+	}
+	appMetas.Lock()
+	defer appMetas.Unlock()
+	held := 0
+	for k := range appMetas.m {
+		held += len(k)
+	}
+	if len(appMetas.m) > appMetasMax || held > appMetasMax*appMetaRemembered {
+		t.Fatalf("%d records of %d bytes remembered; want at most %d records of at most %d bytes", len(appMetas.m), held, appMetasMax, appMetaRemembered)
+	}
+	for k := range appMetas.m {
+		if len(k) > appMetaRemembered {
+			t.Fatalf("a record of %d bytes was remembered", len(k))
+		}
 	}
 }
