@@ -267,3 +267,69 @@ func TestReportPushCostsTheSameAtAnyFleetSize(t *testing.T) {
 	}
 	t.Logf("heartbeat into the fleet repository (20,000 refs): %d bytes", bytes)
 }
+
+// After its first push, a Reporter's heartbeat over HTTP is one request without receive-pack's
+// advertisement of every ref: into the fleet repository with 20,000 refs it moves a few KB where
+// the first push moved the whole advertisement. When someone else moves the ref, the one-request
+// push is refused (its command names the old commit) and the same heartbeat pushes again the
+// usual way; the ref always ends on the report just pushed, an orphan commit the hub can read.
+func TestHeartbeatIsOneRequestAfterTheFirst(t *testing.T) {
+	srv, err := testenv.StartGitServer("u", "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	url, _ := fleetRepo(t, srv, "gitops", "cells/c-00042")
+	ctx := context.Background()
+	auth := &githttp.BasicAuth{Username: "u", Password: "p"}
+	r := &source.Reporter{URL: url, Branch: "status/c-00042", File: "status.yaml"}
+	push := func(at int) (commit string, requests int, bytes int64) {
+		t.Helper()
+		before := srv.Requests()
+		body := []byte(fmt.Sprintf("apiVersion: agent.cellsync.io/v1alpha1\nkind: StatusReport\ncell: c-00042\nheartbeat: %d\n", at))
+		commit, err := r.Push(ctx, auth, body, time.Unix(int64(1_800_000_000+at), 0), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := srv.Requests()
+		if head, err := srv.RevParse("gitops", "status/c-00042"); err != nil || head != commit {
+			t.Fatalf("status/c-00042 is at %q (%v), want the report just pushed, %s", head, err, commit)
+		}
+		if got, err := testenv.Git(srv.RepoDir("gitops"), "show", commit+":status.yaml"); err != nil || !strings.Contains(got, fmt.Sprintf("heartbeat: %d", at)) {
+			t.Fatalf("the report's file reads %q (%v)", got, err)
+		}
+		return commit, after.HTTP - before.HTTP, after.BytesIn + after.BytesOut - before.BytesIn - before.BytesOut
+	}
+	_, req, first := push(1)
+	if req != 2 || first < 500_000 {
+		t.Errorf("the first push made %d requests and moved %d bytes; want 2 (the advertisement of 20,000 refs, then the push)", req, first)
+	}
+	for i := 2; i <= 4; i++ {
+		if _, req, bytes := push(i); req != 1 || bytes > 4096 {
+			t.Errorf("heartbeat %d made %d requests and moved %d bytes; want 1 request, at most 4 KB", i, req, bytes)
+		} else {
+			t.Logf("heartbeat %d: one request, %d bytes (the first push: %d)", i, bytes, first)
+		}
+	}
+	// Someone else moves the ref.
+	seed, err := srv.RevParse("gitops", "cells/c-00042")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testenv.Git(srv.RepoDir("gitops"), "update-ref", "refs/heads/status/c-00042", seed); err != nil {
+		t.Fatal(err)
+	}
+	if _, req, _ := push(5); req != 3 {
+		t.Errorf("the heartbeat after the ref moved made %d requests; want 3 (the refused push, then the advertisement and the push)", req)
+	}
+	if _, req, _ := push(6); req != 1 {
+		t.Errorf("the heartbeat after that made %d requests; want 1", req)
+	}
+	if got, err := testenv.Git(srv.RepoDir("gitops"), "rev-list", "--count", "status/c-00042"); err != nil || got != "1" {
+		t.Errorf("the report ref must hold one orphan commit, got %q (%v)", got, err)
+	}
+	// A wrong password: an authentication error, after trying both ways.
+	if _, err := r.Push(ctx, &githttp.BasicAuth{Username: "u", Password: "wrong"}, []byte("x"), time.Unix(1_800_000_100, 0), nil); err == nil || !strings.Contains(err.Error(), "auth") {
+		t.Errorf("a wrong password gave %v; want an authentication error", err)
+	}
+}

@@ -83,8 +83,11 @@ type syncState struct {
 	appliedFor string
 	reportHash string
 	reportAt   time.Time
-	objects    []*unstructured.Unstructured
-	health     []apply.Health
+	// reporter pushes the reports, remembering the last one it pushed (a heartbeat is then one
+	// request).
+	reporter *source.Reporter
+	objects  []*unstructured.Unstructured
+	health   []apply.Health
 	// refusal is the last commit refused and why, for the report, until the head is applied.
 	refusal *agentv1alpha1.Refusal
 	// oversized is the head (and trigger) whose fetch was refused for its size: it is not

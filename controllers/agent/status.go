@@ -95,7 +95,10 @@ func (r *CellSyncReconciler) report(ctx context.Context, cs *agentv1alpha1.CellS
 	}
 	rep.HeartbeatTime = metav1.NewTime(now.UTC().Truncate(time.Second))
 	body, _ = yaml.Marshal(rep)
-	if _, err := source.PushReport(ctx, url, auth, cs.StatusBranch(), agentv1alpha1.StatusReportFile, body, now, signer); err != nil {
+	if st.reporter == nil || st.reporter.URL != url || st.reporter.Branch != cs.StatusBranch() {
+		st.reporter = &source.Reporter{URL: url, Branch: cs.StatusBranch(), File: agentv1alpha1.StatusReportFile}
+	}
+	if _, err := st.reporter.Push(ctx, auth, body, now, signer); err != nil {
 		ctrl.LoggerFrom(ctx).Info("Failed to push the status report; retrying on the next wake-up", "error", err.Error())
 		return
 	}

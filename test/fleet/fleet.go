@@ -80,6 +80,8 @@ type Fleet struct {
 	peakHub atomic.Uint64
 	// idlePolls and idleBytes count polls that found nothing new, and their bytes.
 	idlePolls atomic.Int64
+	// beatDue makes a heartbeat due for every agent that last reported before it (Unix ns).
+	beatDue atomic.Int64
 	// slowestIntake is the longest intake poll seen, in nanoseconds.
 	slowestIntake atomic.Int64
 }
@@ -257,23 +259,33 @@ func (f *Fleet) WaitCompleted(tb testing.TB, image string, timeout time.Duration
 }
 
 // Idle lets every agent poll and heartbeat with nothing changing for d, and returns what one
-// idle poll and one heartbeat cost the Git server, per agent: bytes, ref listings and HTTP
-// requests per idle poll, bytes per heartbeat.
-func (f *Fleet) Idle(d time.Duration) (pollBytes, pollListings, pollRequests, reportBytes float64, polls, beats int64) {
+// idle poll and one heartbeat cost the Git server, per agent. Every agent's heartbeat falls due
+// as the window opens, so that the window sees heartbeats whatever the fleet's interval.
+func (f *Fleet) Idle(d time.Duration) IdleCosts {
+	f.beatDue.Store(time.Now().UnixNano())
 	before, p0, b0, i0 := f.Git.Requests(), f.polls.Load(), f.beats.Load(), f.idlePolls.Load()
 	time.Sleep(d)
 	after, p1, b1, i1 := f.Git.Requests(), f.polls.Load(), f.beats.Load(), f.idlePolls.Load()
-	polls, beats = p1-p0, b1-b0
+	c := IdleCosts{Polls: p1 - p0, Beats: b1 - b0}
 	fetchSide := float64((after.BytesIn+after.BytesOut)-(before.BytesIn+before.BytesOut)) - float64(after.PushBytes-before.PushBytes)
 	if idle := i1 - i0; idle > 0 {
-		pollBytes = fetchSide / float64(idle)
-		pollListings = float64(after.RefListings-before.RefListings) / float64(idle)
-		pollRequests = float64((after.HTTP-after.PushRequests)-(before.HTTP-before.PushRequests)) / float64(idle)
+		c.PollBytes = fetchSide / float64(idle)
+		c.PollListings = float64(after.RefListings-before.RefListings) / float64(idle)
+		c.PollRequests = float64((after.HTTP-after.PushRequests)-(before.HTTP-before.PushRequests)) / float64(idle)
 	}
-	if beats > 0 {
-		reportBytes = float64(after.PushBytes-before.PushBytes) / float64(beats)
+	if c.Beats > 0 {
+		c.BeatBytes = float64(after.PushBytes-before.PushBytes) / float64(c.Beats)
+		c.BeatRequests = float64(after.PushRequests-before.PushRequests) / float64(c.Beats)
 	}
-	return pollBytes, pollListings, pollRequests, reportBytes, polls, beats
+	return c
+}
+
+// IdleCosts is what the Git server saw of an idle fleet: per idle poll, bytes, ref listings and
+// requests; per heartbeat, bytes and requests.
+type IdleCosts struct {
+	Polls, Beats                          int64
+	PollBytes, PollListings, PollRequests float64
+	BeatBytes, BeatRequests               float64
 }
 
 // Stop stops the agents and the hub.
@@ -384,6 +396,7 @@ type agent struct {
 	revision  string
 	reported  string
 	reportAt  time.Time
+	reporter  *source.Reporter
 }
 
 func (a *agent) poll(ctx context.Context) {
@@ -414,7 +427,7 @@ func (a *agent) poll(ctx context.Context) {
 	}
 	state := a.applied + "/" + a.revision
 	now := time.Now()
-	if state == a.reported && now.Sub(a.reportAt) < a.f.o.Heartbeat {
+	if state == a.reported && now.Sub(a.reportAt) < a.f.o.Heartbeat && a.reportAt.UnixNano() >= a.f.beatDue.Load() {
 		return
 	}
 	rep := agentv1alpha1.StatusReport{APIVersion: agentv1alpha1.GroupVersion.String(), Kind: agentv1alpha1.StatusReportKind,
@@ -428,7 +441,10 @@ func (a *agent) poll(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	if _, err := source.PushReport(ctx, a.statusURL, auth, agentv1alpha1.StatusRefPrefix+a.cell, agentv1alpha1.StatusReportFile, body, now, a.f.signer); err != nil {
+	if a.reporter == nil {
+		a.reporter = &source.Reporter{URL: a.statusURL, Branch: agentv1alpha1.StatusRefPrefix + a.cell, File: agentv1alpha1.StatusReportFile}
+	}
+	if _, err := a.reporter.Push(ctx, auth, body, now, a.f.signer); err != nil {
 		return
 	}
 	a.f.beats.Add(1)
