@@ -16,6 +16,17 @@ import (
 	"github.com/cellsync/cellsync/test/testenv"
 )
 
+// startServer starts a test Git server with the user "u", password "p", stopped at the end.
+func startServer(tb testing.TB) *testenv.GitServer {
+	tb.Helper()
+	srv, err := testenv.StartGitServer("u", "p")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(srv.Close)
+	return srv
+}
+
 // fleetRepo creates the repository name on srv with one commit, pushed to branch, and 10,000
 // cell branches and 10,000 status refs at that commit, written straight into the server's
 // repository (loose, as pushes leave them); the cell branch named branch is the pushed one. It
@@ -62,11 +73,7 @@ func repoWithCells(tb testing.TB, srv *testenv.GitServer, name, branch string, n
 // the server stops speaking v2 (the failed request is followed by a discovery in the same poll)
 // and when it speaks v2 again; a wrong password is still an error that says so.
 func TestIdlePollIsOneRequestOnV2(t *testing.T) {
-	srv, err := testenv.StartGitServer("u", "p")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
+	srv := startServer(t)
 	url, head := repoWithCells(t, srv, "gitops", "cells/c-00007", 10)
 	repo, err := source.Open(filepath.Join(t.TempDir(), "mirror"), url, "cells/c-00007")
 	if err != nil {
@@ -117,11 +124,7 @@ func TestIdlePollIsOneRequestOnV2(t *testing.T) {
 // with protocol v2, and so does fetching its head after a move (v2's fetch command, under 4 KB);
 // against a server without v2 both still work, from the full advertisement.
 func TestListingCostsTheSameAtAnyFleetSize(t *testing.T) {
-	srv, err := testenv.StartGitServer("u", "p")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
+	srv := startServer(t)
 	url, head := fleetRepo(t, srv, "gitops", "cells/c-04242")
 
 	auth := &githttp.BasicAuth{Username: "u", Password: "p"}
@@ -191,11 +194,7 @@ func TestListingCostsTheSameAtAnyFleetSize(t *testing.T) {
 // shards of 64 cells, a report push moves under 8 KB; the same push into the fleet repository
 // moves every one of its refs.
 func TestReportPushCostsTheSameAtAnyFleetSize(t *testing.T) {
-	srv, err := testenv.StartGitServer("u", "p")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
+	srv := startServer(t)
 	fleet, err := srv.CreateRepo("gitops")
 	if err != nil {
 		t.Fatal(err)
@@ -274,11 +273,7 @@ func TestReportPushCostsTheSameAtAnyFleetSize(t *testing.T) {
 // push is refused (its command names the old commit) and the same heartbeat pushes again the
 // usual way; the ref always ends on the report just pushed, an orphan commit the hub can read.
 func TestHeartbeatIsOneRequestAfterTheFirst(t *testing.T) {
-	srv, err := testenv.StartGitServer("u", "p")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
+	srv := startServer(t)
 	url, _ := fleetRepo(t, srv, "gitops", "cells/c-00042")
 	ctx := context.Background()
 	auth := &githttp.BasicAuth{Username: "u", Password: "p"}

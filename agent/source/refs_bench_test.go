@@ -25,11 +25,7 @@ func BenchmarkListingLooseAndPackedRefs(b *testing.B) {
 			name = "packed"
 		}
 		b.Run(name, func(b *testing.B) {
-			srv, err := testenv.StartGitServer("u", "p")
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(srv.Close)
+			srv := startServer(b)
 			url, head := fleetRepo(b, srv, "gitops", "cells/c-04242")
 			if packed {
 				if _, err := testenv.Git(srv.RepoDir("gitops"), "pack-refs", "--all"); err != nil {

@@ -67,6 +67,7 @@ type Repo struct {
 	remote *git.Remote
 	// protocol is what the last listing used.
 	protocol gitrefs.Protocol
+	lister   gitrefs.Lister
 }
 
 // Open opens (or creates) the bare mirror at dir for url's branch. A URL with a password in it
@@ -113,17 +114,7 @@ func Open(dir, url, branch string) (*Repo, error) {
 func (r *Repo) Head(ctx context.Context, auth transport.AuthMethod) (string, error) {
 	want := plumbing.NewBranchReferenceName(r.branch)
 	if gitrefs.Supported(r.url) {
-		if r.protocol == gitrefs.V2 {
-			// The server spoke v2 last time: one request. If that fails, discover again.
-			refs, err := gitrefs.LsRefs(ctx, r.url, auth, want.String())
-			if err == nil {
-				return refs[want.String()], nil
-			}
-			if ctx.Err() != nil {
-				return "", ctx.Err()
-			}
-		}
-		refs, proto, err := gitrefs.List(ctx, r.url, auth, want.String())
+		refs, proto, err := r.lister.List(ctx, r.url, auth, want.String())
 		if err != nil {
 			if errors.Is(err, transport.ErrEmptyRemoteRepository) {
 				return "", nil

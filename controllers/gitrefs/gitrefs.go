@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/format/pktline"
@@ -95,13 +96,31 @@ func List(ctx context.Context, url string, auth transport.AuthMethod, prefixes .
 	return refs, V2, err
 }
 
-// LsRefs is List for a server that answered the last listing with v2: the ls-refs command
-// alone, without the capability advertisement a discovery starts with. Smart HTTP is
-// stateless, so a v2 command needs no request before it, and a poll of a server known to speak
-// v2 is one request instead of two. Any error (the server no longer speaks v2, a proxy in
-// between changed, or it failed) is the caller's cue to run List, which discovers afresh.
-func LsRefs(ctx context.Context, url string, auth transport.AuthMethod, prefixes ...string) (map[string]string, error) {
-	return lsRefsRequest(ctx, strings.TrimSuffix(url, "/"), auth, prefixes)
+// Lister is List for one server that remembers whether the server speaks v2: once it has
+// answered with v2, a listing is the ls-refs command alone, without the capability
+// advertisement a discovery starts with. Smart HTTP is stateless, so a v2 command needs no
+// request before it, and a poll of a server known to speak v2 is one request instead of two.
+// When that request fails for any reason (the server no longer speaks v2, a proxy in front of
+// it changed, it failed), the same call discovers afresh with List. Safe for concurrent use;
+// the zero value is ready.
+type Lister struct{ v2 atomic.Bool }
+
+// List is the package's List, one request when the server spoke v2 last time.
+func (l *Lister) List(ctx context.Context, url string, auth transport.AuthMethod, prefixes ...string) (map[string]string, Protocol, error) {
+	if l.v2.Load() {
+		refs, err := lsRefsRequest(ctx, strings.TrimSuffix(url, "/"), auth, prefixes)
+		if err == nil {
+			return refs, V2, nil
+		}
+		if ctx.Err() != nil {
+			return nil, V2, ctx.Err()
+		}
+	}
+	refs, proto, err := List(ctx, url, auth, prefixes...)
+	if err == nil {
+		l.v2.Store(proto == V2)
+	}
+	return refs, proto, err
 }
 
 // command sends one Git protocol v2 command: its capability lines, a delim-pkt, its argument

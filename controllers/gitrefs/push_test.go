@@ -16,8 +16,8 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 )
 
-// What a server answers a push decides its outcome: a refusal before the pack is read returns at
-// once and leaves no encoder running, and an endless or broken report is an error after a
+// What a server answers a push decides its outcome: a refusal before the pack is read, or
+// credentials that fail the push before it is sent, return at once and leave no encoder running, and an endless or broken report is an error after a
 // bounded read.
 func TestReceivePack(t *testing.T) {
 	tests := []struct {
@@ -25,6 +25,7 @@ func TestReceivePack(t *testing.T) {
 		answer func(w http.ResponseWriter, r *http.Request)
 		err    string
 		target error
+		auth   transport.AuthMethod
 	}{
 		{name: "accepted", answer: func(w http.ResponseWriter, r *http.Request) {
 			_, _ = io.Copy(io.Discard, r.Body)
@@ -47,6 +48,9 @@ func TestReceivePack(t *testing.T) {
 				}
 			}
 		}, err: "reading the push's report"},
+		{name: "credentials that cannot go over HTTP", answer: func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+		}, auth: sshOnlyAuth{}, err: "cannot be used with an HTTP URL"},
 		{name: "garbage report", answer: func(w http.ResponseWriter, r *http.Request) {
 			_, _ = io.Copy(io.Discard, r.Body)
 			_, _ = io.WriteString(w, "<html>proxy error</html>")
@@ -80,7 +84,7 @@ func TestReceivePack(t *testing.T) {
 				done <- err
 			}()
 			req.Packfile = pack
-			_, err := ReceivePack(context.Background(), srv.URL+"/repo", nil, req)
+			_, err := ReceivePack(context.Background(), srv.URL+"/repo", tc.auth, req)
 			switch {
 			case tc.err == "" && tc.target == nil && err != nil:
 				t.Fatalf("unexpected error: %v", err)
@@ -89,14 +93,8 @@ func TestReceivePack(t *testing.T) {
 			case tc.target != nil && !errors.Is(err, tc.target):
 				t.Fatalf("got %v, want %v", err, tc.target)
 			}
-			// The caller closes the pack once the push returns (gitstore does); then neither its
-			// writer nor the request's encoder is left running.
-			_ = pack.Close()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				t.Fatal("the pack's writer is still writing after the push ended")
-			}
+			// The request's encoder ends with the push, while the pack's writer still has data
+			// to give it; then the caller closes the pack (gitstore does), which ends the writer.
 			deadline := time.Now().Add(10 * time.Second)
 			for {
 				var b strings.Builder
@@ -109,6 +107,18 @@ func TestReceivePack(t *testing.T) {
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
+			_ = pack.Close()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the pack's writer is still writing after the push ended")
+			}
 		})
 	}
 }
+
+// sshOnlyAuth is credentials of a kind HTTP cannot carry: the push fails before any request.
+type sshOnlyAuth struct{}
+
+func (sshOnlyAuth) Name() string   { return "ssh-only" }
+func (sshOnlyAuth) String() string { return "ssh-only" }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 
 	hubv1alpha1 "github.com/cellsync/cellsync/api/hub/v1alpha1"
 	"github.com/cellsync/cellsync/hub/gitstore"
@@ -69,14 +70,7 @@ func (x *execution) saveTable(ctx context.Context, st *hubv1alpha1.RolloutStatus
 		Branches: []string{branch},
 		Check:    x.mayWrite(ctx),
 		Edit: func(_ string, t *gitstore.Tree) error {
-			for _, p := range t.List() {
-				if _, ok := files[p]; !ok {
-					t.Delete(p)
-				}
-			}
-			for p, b := range files {
-				t.Write(p, b)
-			}
+			writeTable(t, files)
 			return nil
 		},
 	})
@@ -89,6 +83,18 @@ func (x *execution) saveTable(ctx context.Context, st *hubv1alpha1.RolloutStatus
 		st.CellTable = &hubv1alpha1.CellTableRef{Branch: branch, Commit: res.Heads[branch], Cells: int32(n)}
 	}
 	return nil
+}
+
+// writeTable makes the table branch's tree hold exactly files (nothing, for nil).
+func writeTable(t *gitstore.Tree, files map[string][]byte) {
+	for _, p := range slices.Clone(t.List()) {
+		if _, ok := files[p]; !ok {
+			t.Delete(p)
+		}
+	}
+	for p, b := range files {
+		t.Write(p, b)
+	}
 }
 
 // shownCells bounds the status's list; the cell table in Git holds the rest.

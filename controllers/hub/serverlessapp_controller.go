@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -260,9 +259,7 @@ func (r *ServerlessAppReconciler) finalize(ctx context.Context, app *hubv1alpha1
 		Prefixes: []string{hubv1alpha1.CellBranchPrefix},
 		Edit: func(branch string, files *gitstore.Tree) error {
 			if branch == table {
-				for _, p := range slices.Clone(files.List()) {
-					files.Delete(p)
-				}
+				writeTable(files, nil)
 				return nil
 			}
 			return cellbranch.RemoveApp(files, cellMetaOf(branch, cells.Items), key)

@@ -18,12 +18,10 @@ func (s *Store) ReadMoved(ctx context.Context, prefix, file string, known func(b
 		return nil, &ConfigError{Err: err}
 	}
 	s.mu.Lock()
-	scratch := &Store{opts: s.opts, objects: newObjects(), refused: maps.Clone(s.refused)}
+	scratch := &Store{opts: s.opts, objects: newObjects(), refused: maps.Clone(s.refused), lister: s.lister}
 	s.mu.Unlock()
-	scratch.v2.Store(s.v2.Load())
 	under := func(b string) bool { return strings.HasPrefix(b, prefix) }
 	heads, refused, err := scratch.refreshPrefix(ctx, auth, scratch.objects, prefix, under, known)
-	s.v2.Store(scratch.v2.Load())
 	if err != nil {
 		return nil, err
 	}

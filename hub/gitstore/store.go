@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
@@ -68,9 +67,9 @@ type Store struct {
 	objects *objects
 	// refused are the refs whose head was refused for its size: that head is not fetched again.
 	refused map[string]refusal
-	// v2 is set while the server answers listings with Git protocol v2: a listing is then its
-	// ls-refs request alone.
-	v2 atomic.Bool
+	// lister lists over HTTP(S), one request while the server speaks v2; a scratch store
+	// shares its parent's.
+	lister *gitrefs.Lister
 }
 
 type flatTree struct {
@@ -110,7 +109,7 @@ func New(opts Options) (*Store, error) {
 	if err := (&config.RemoteConfig{Name: remoteName, URLs: []string{opts.URL}}).Validate(); err != nil {
 		return nil, &ConfigError{Err: fmt.Errorf("invalid git URL %q: %w", gitauth.RedactURL(opts.URL), err)}
 	}
-	return &Store{opts: opts, objects: newObjects(), refused: map[string]refusal{}}, nil
+	return &Store{opts: opts, objects: newObjects(), refused: map[string]refusal{}, lister: &gitrefs.Lister{}}, nil
 }
 
 // FetchLimits bound every fetch into the hub's clone. The hub's own commits stay far below them;
@@ -588,32 +587,15 @@ func (s *Store) list(ctx context.Context, auth transport.AuthMethod, prefix stri
 		refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: auth})
 		return refs, gitrefs.V0, err
 	}
-	want := plumbing.NewBranchReferenceName(prefix).String()
-	if s.v2.Load() {
-		heads, err := gitrefs.LsRefs(ctx, s.opts.URL, auth, want)
-		if err == nil {
-			return references(heads), gitrefs.V2, nil
-		}
-		if ctx.Err() != nil {
-			return nil, gitrefs.V2, ctx.Err()
-		}
-		// The server no longer answers the ls-refs request alone: discover its protocol.
-	}
-	heads, proto, err := gitrefs.List(ctx, s.opts.URL, auth, want)
+	heads, proto, err := s.lister.List(ctx, s.opts.URL, auth, plumbing.NewBranchReferenceName(prefix).String())
 	if err != nil {
 		return nil, proto, err
 	}
-	s.v2.Store(proto == gitrefs.V2)
-	return references(heads), proto, nil
-}
-
-// references turns a listing (name → hash) into go-git's references.
-func references(heads map[string]string) []*plumbing.Reference {
 	refs := make([]*plumbing.Reference, 0, len(heads))
 	for name, hash := range heads {
 		refs = append(refs, plumbing.NewHashReference(plumbing.ReferenceName(name), plumbing.NewHash(hash)))
 	}
-	return refs
+	return refs, proto, nil
 }
 
 // Heads lists the remote's branches and their heads, fetching what is new.

@@ -177,7 +177,7 @@ func (g *GitServer) count(r *http.Request) {
 		g.log = append(g.log, r.Method+" "+r.URL.RequestURI())
 	}
 	g.counts.HTTP++
-	if strings.HasSuffix(r.URL.Path, "/git-receive-pack") || r.URL.Query().Get("service") == "git-receive-pack" {
+	if isPush(r) {
 		g.counts.PushRequests++
 	}
 	switch {
@@ -308,7 +308,7 @@ func (g *GitServer) auth(next http.Handler) http.Handler {
 		r.Body = body
 		cw := &countingWriter{ResponseWriter: w}
 		next.ServeHTTP(cw, r)
-		push := strings.HasSuffix(r.URL.Path, "/git-receive-pack") || r.URL.Query().Get("service") == "git-receive-pack"
+		push := isPush(r)
 		g.mu.Lock()
 		g.counts.BytesOut += cw.n
 		g.counts.BytesIn += body.n
@@ -321,6 +321,11 @@ func (g *GitServer) auth(next http.Handler) http.Handler {
 			g.housekeep(filepath.Join(g.Root, filepath.FromSlash(strings.TrimSuffix(r.URL.Path, "/git-receive-pack"))))
 		}
 	})
+}
+
+// isPush reports whether the request is part of a push: receive-pack's advertisement or the push.
+func isPush(r *http.Request) bool {
+	return strings.HasSuffix(r.URL.Path, "/git-receive-pack") || r.URL.Query().Get("service") == "git-receive-pack"
 }
 
 // unchunk reads a request body sent without a length (chunked, as git sends a push larger than
